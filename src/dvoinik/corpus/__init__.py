@@ -1,0 +1,1 @@
+"""From an author's files to a clean, deduplicated, mixed training corpus."""
