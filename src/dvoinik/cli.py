@@ -1,0 +1,312 @@
+"""The `dvoinik` command line: a thin Typer app that parses, calls one function, and prints.
+
+No logic lives here. Each command finds its workspace with `open_workspace(ctx)` (the
+global `-w DIR`, else the nearest dvoinik.toml at or above the current folder), calls
+one function of the stage's module, and prints the result with rich.
+
+User mistakes never show a traceback: they print one red line "error: ..." to stderr
+and exit with code 2. `WorkspaceError` (and any other exception type a command names
+in `@user_errors(...)`) is turned into that line by the `user_errors` decorator; click's
+own usage errors (a missing option, a value that is not a number, an unknown command)
+are turned into it by `DvoinikGroup`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, NoReturn, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 vendors click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import UsageError
+
+try:
+    from typer._click.exceptions import NoArgsIsHelpError
+except ImportError:  # pragma: no cover - click < 8.2 prints the help without raising
+    class NoArgsIsHelpError(Exception):  # type: ignore[no-redef]
+        pass
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from dvoinik import __version__
+from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build_corpus
+from dvoinik.corpus.report import authors_table, summary_line
+from dvoinik.workspace import (
+    CONFIG_NAME,
+    ROLES,
+    SECTIONS,
+    Workspace,
+    WorkspaceError,
+    add_sources,
+    find_workspace,
+    init_workspace,
+    load_workspace,
+    normalize_path,
+)
+
+USER_ERROR_EXIT_CODE = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _console(stderr: bool = False) -> Console:
+    # Made per call, so output goes to whatever sys.stdout/sys.stderr are now (tests swap them).
+    return Console(stderr=stderr, highlight=False)
+
+
+# ---------------------------------------------------------------- user errors
+
+
+def fail(message: str) -> NoReturn:
+    """Print one red line "error: MESSAGE" to stderr and exit with code 2."""
+    line = "error: " + " ".join(str(message).split())  # one line, whatever the message holds
+    _console(stderr=True).print(Text(line, style="red"), soft_wrap=True)
+    raise typer.Exit(USER_ERROR_EXIT_CODE)
+
+
+def user_errors(*kinds: Any) -> Any:
+    """Decorate a command so that WorkspaceError (and `kinds`) become `fail(message)`.
+
+    Use as `@user_errors` or `@user_errors(CorpusError, ...)`, below `@app.command()`.
+    """
+    if len(kinds) == 1 and callable(kinds[0]) and not isinstance(kinds[0], type):
+        return user_errors()(kinds[0])
+    caught = (WorkspaceError, *kinds)
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except caught as exc:
+                fail(str(exc))
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+class DvoinikGroup(TyperGroup):
+    """Typer's group, with click's usage errors printed as one "error: ..." line (exit code 2)."""
+
+    @staticmethod
+    def _usage_error(exc: Exception, ctx: Any) -> NoReturn:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err_ctx = getattr(exc, "ctx", None) or ctx
+        hint = f" (see `{err_ctx.command_path} --help`)" if err_ctx is not None else ""
+        fail(message + hint)
+
+    def make_context(self, info_name: Optional[str], args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            self._usage_error(exc, None)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            self._usage_error(exc, ctx)
+
+
+app = typer.Typer(
+    name="dvoinik",
+    help="Build the neural double of a writer: corpus, training, evaluation and a studio.",
+    cls=DvoinikGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+# ---------------------------------------------------------------- global options
+
+
+@dataclass(frozen=True)
+class CliState:
+    workspace: Optional[Path]  # -w/--workspace, if given
+
+
+def open_workspace(ctx: typer.Context) -> Workspace:
+    """The workspace a command works on: -w DIR if given, else found by walking up from here."""
+    state = ctx.find_object(CliState)
+    chosen = state.workspace if state is not None else None
+    return load_workspace(chosen if chosen is not None else find_workspace(Path.cwd()))
+
+
+def _version(value: bool) -> None:
+    if value:
+        _console().print(f"dvoinik {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    workspace: Annotated[
+        Optional[Path],
+        typer.Option(
+            "-w", "--workspace", metavar="DIR",
+            help=f"The workspace folder (holding {CONFIG_NAME}); default: found by walking up from here.",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Build the neural double of a writer: corpus, training, evaluation and a studio."""
+    ctx.obj = CliState(workspace=workspace)
+
+
+# ---------------------------------------------------------------- init
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it from here: relative to the current folder if below it."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)
+
+
+@app.command()
+@user_errors
+def init(
+    ctx: typer.Context,
+    directory: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="DIR", help="Folder to create the workspace in (default: -w DIR, else here)."),
+    ] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="The double's name (default: the folder's name).")] = None,
+    language: Annotated[str, typer.Option("--language", help="Language of the texts.")] = "ru",
+) -> None:
+    """Create a workspace: a folder with dvoinik.toml."""
+    state = ctx.find_object(CliState)
+    target = directory if directory is not None else (state.workspace if state and state.workspace else Path("."))
+    ws = init_workspace(target, name=name, language=language)
+    out = _console()
+    out.print(Text.assemble("Created workspace ", (ws.name, "bold"), f" in {ws.root}"))
+    out.print(f"  {_shown(ws.config_path)}  settings of the double (comments explain each; edit freely)")
+    here = ws.root == Path.cwd().resolve()
+    prefix = "dvoinik" if here else f"dvoinik -w {_shown(ws.root)}"
+    out.print("Next: record the author's texts, then the writers who influenced them:")
+    out.print(Text(f"  {prefix} add PATH… --author NAME --role target"))
+    out.print(Text(f"  {prefix} add PATH… --author OTHER"))
+
+
+# ---------------------------------------------------------------- add
+
+
+def _sources_table(ws: Workspace) -> Table:
+    table = Table(title=f"Sources of {ws.name}", title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("author")
+    table.add_column("role")
+    table.add_column("weight", justify="right")
+    table.add_column("sections")
+    for s in ws.sources:
+        table.add_row(
+            Text(ws.stored_path(s)), Text(s.author), s.role, f"{s.weight:g}", s.sections,
+            style="bold" if s.role == "target" else None,
+        )
+    return table
+
+
+@app.command()
+@user_errors
+def add(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Files or folders (read recursively).")],
+    author: Annotated[str, typer.Option("--author", "-a", help="The author of these texts.")],
+    role: Annotated[
+        Optional[str],
+        typer.Option(
+            "--role", "-r", metavar="|".join(ROLES),
+            help="target: the writer whose double this is (one per double); influence: writers who "
+            "shaped them. Default: the author's recorded role, else influence.",
+        ),
+    ] = None,
+    weight: Annotated[
+        Optional[float],
+        typer.Option(
+            "--weight", help="Multiplier on the author's share of training tokens "
+            "(default: the author's recorded weight, else 10 for target, 1 for influence).",
+        ),
+    ] = None,
+    sections: Annotated[
+        str, typer.Option("--sections", metavar="|".join(SECTIONS), help="How FB2/EPUB sections become works.")
+    ] = "auto",
+) -> None:
+    """Record texts by one author as sources of the double (the files are only referenced)."""
+    ws = open_workspace(ctx)
+    ws, added = add_sources(ws, paths, author=author, role=role, weight=weight, sections=sections)
+    out = _console()
+    added_paths = {s.path for s in added}
+    for given in paths:
+        if normalize_path(given) not in added_paths:
+            out.print(Text(f"already recorded for {author.strip()}, skipped: {given}", style="yellow"), soft_wrap=True)
+    if added:
+        first = added[0]
+        out.print(Text(f"Added {len(added)} source(s) by {first.author} ({first.role}, weight {first.weight:g})"))
+    out.print(_sources_table(ws))
+    out.print(f"{ws.config_path}")
+    out.print("Next: add more writers, or build the corpus with `dvoinik corpus`.")
+
+
+# ---------------------------------------------------------------- corpus
+
+
+@app.command("corpus")
+@user_errors(CorpusError)
+def corpus_command(ctx: typer.Context) -> None:
+    """Build the corpus: read, clean, deduplicate, split by work and mix the sources."""
+    ws = open_workspace(ctx)
+    out = _console()
+    progress = Progress(
+        TextColumn("[bold]reading and cleaning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TextColumn("{task.fields[mb]:.1f} MB, {task.fields[rate]:.1f} MB/s"),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("read", total=None, mb=0.0, rate=0.0)
+
+        def on_start(files: int) -> None:
+            progress.update(task, total=files)
+
+        def on_file(outcome: FileOutcome) -> None:
+            mb = progress.tasks[0].fields["mb"] + outcome.raw_bytes / 1e6
+            elapsed = progress.tasks[0].elapsed or 1e-9
+            progress.update(task, advance=1, mb=mb, rate=mb / elapsed)
+
+        result = build_corpus(ws, on_start=on_start, on_file=on_file)
+    report = result.report
+    out.print(authors_table(report))
+    out.print(summary_line(report))
+    for skipped in report["files"]["skipped"]:
+        out.print(Text(f"skipped {skipped['source']}: {skipped['reason']}", style="yellow"), soft_wrap=True)
+    out.print(f"Wrote {result.corpus_dir / DOCUMENTS_FILE} and report.md / report.json beside it.")

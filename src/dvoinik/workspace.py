@@ -1,0 +1,502 @@
+"""A double's folder and its `dvoinik.toml`, the single source of truth for its settings.
+
+A workspace is a folder holding one double::
+
+    my-double/
+      dvoinik.toml   [double] name and language, [corpus] settings, [[sources]]
+      corpus/        built by `dvoinik corpus`
+      tokens/        built by the token stage
+      runs/          one folder per training run
+
+This module only reads and writes `dvoinik.toml`. Sources are never touched: the
+workspace records their paths (relative to the workspace folder, so a workspace moved
+together with its sources keeps working). Every user mistake raises `WorkspaceError`
+with a one-line message naming the file or path and the problem.
+
+Later stages keep their settings in their own tables (`[train]`, `[generate]`, ...);
+`add_sources` edits the file with tomlkit, so those tables and the user's comments
+survive every write.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import AoT, Array, Whitespace
+
+from dvoinik.atomic import atomic_write_text
+
+CONFIG_NAME = "dvoinik.toml"
+ROLES = ("target", "influence")
+SECTIONS = ("auto", "works", "chapters")
+DEFAULT_WEIGHTS = {"target": 10.0, "influence": 1.0}  # the story upsampled the target author x10
+DEFAULT_LANGUAGE = "ru"
+
+_DOUBLE_KEYS = ("name", "language")
+_SOURCE_KEYS = ("path", "author", "role", "weight", "sections")
+
+
+class WorkspaceError(Exception):
+    """A user's mistake, with a one-line message naming the file/path and the problem."""
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path  # absolute and resolved; stored in the toml relative to the workspace folder
+    author: str
+    role: str  # "target" | "influence"
+    weight: float  # multiplier on the author's share of training tokens
+    sections: str = "auto"  # "auto" | "works" | "chapters": how FB2/EPUB sections become works
+
+
+def _setting(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
+    """A CorpusSettings field whose comment in dvoinik.toml and whose range check live beside it."""
+    return field(default=default, metadata={"help": help, "check": check, "rule": rule})
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    seed: int = _setting(1234, "random seed for the validation split and for MinHash")
+    val_fraction: float = _setting(
+        0.1, "share of each author's works held out for validation (by whole work)",
+        lambda v: 0.0 <= v < 1.0, "at least 0 and below 1",
+    )
+    min_val_works: int = _setting(
+        1, "hold out at least this many of the target author's works (when there are 2 or more)",
+        lambda v: v >= 0, "0 or more",
+    )
+    near_duplicate_threshold: float = _setting(
+        0.8, "estimated Jaccard similarity above which two works count as near duplicates",
+        lambda v: 0.0 < v <= 1.0, "above 0 and at most 1",
+    )
+    shingle_words: int = _setting(
+        5, "words per shingle when comparing works for near duplicates", lambda v: v >= 1, "1 or more",
+    )
+    repeated_paragraph_min_words: int = _setting(
+        12, "paragraphs at least this long that repeat elsewhere are removed as duplicates",
+        lambda v: v >= 1, "1 or more",
+    )
+    boilerplate_min_docs: int = _setting(
+        3, "a paragraph found in at least this many works is boilerplate and removed",
+        lambda v: v >= 2, "2 or more",
+    )
+    min_document_words: int = _setting(
+        20, "cleaned works shorter than this are dropped (and reported)", lambda v: v >= 0, "0 or more",
+    )
+    workers: int = _setting(0, "processes reading and cleaning files; 0 = number of CPU cores", lambda v: v >= 0, "0 or more")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    name: str
+    language: str  # default "ru"; nothing is tied to one language
+    sources: tuple[Source, ...]
+    corpus: CorpusSettings
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.root / "corpus"
+
+    @property
+    def tokens_dir(self) -> Path:
+        return self.root / "tokens"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def target_author(self) -> str | None:
+        return next((s.author for s in self.sources if s.role == "target"), None)
+
+    def stored_path(self, source: Source) -> str:
+        """The source's path as dvoinik.toml records it (relative to the workspace where possible)."""
+        return stored_path(self.root, source.path)
+
+
+# ---------------------------------------------------------------- paths
+
+
+def normalize_path(path: Path | str) -> Path:
+    """A user-given path as the workspace compares and records it: ~ expanded, absolute, resolved."""
+    return Path(path).expanduser().resolve()
+
+
+def stored_path(root: Path, path: Path) -> str:
+    """`path` relative to the workspace folder `root` (forward slashes); absolute if on another drive."""
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:  # Windows: another drive
+        return Path(path).as_posix()
+    return Path(rel).as_posix()
+
+
+# ---------------------------------------------------------------- init
+
+
+def render_config(name: str, language: str) -> str:
+    """The text of a fresh dvoinik.toml: every [corpus] default spelled out with its comment."""
+    lines = [
+        "# dvoinik workspace: the settings of one neural double.",
+        "# This file is the single source of truth; edit it freely (comments are kept).",
+        "# Paths in [[sources]] are relative to this folder.",
+        "",
+        "[double]",
+        f"name = {tomlkit.string(name).as_string()}",
+        f"language = {tomlkit.string(language).as_string()}    # language of the texts",
+        "",
+        "# How `dvoinik corpus` cleans, deduplicates and splits the sources.",
+        "[corpus]",
+    ]
+    for f in fields(CorpusSettings):
+        value = tomlkit.item(f.default).as_string()
+        lines.append(f"{f.name} = {value}    # {f.metadata['help']}")
+    lines += [
+        "",
+        "# Sources are added with `dvoinik add PATH... --author NAME [--role target|influence] [--weight W]`:",
+        "# [[sources]]",
+        '# path = "../books/author"    # a file or a folder (read recursively)',
+        '# author = "Author"',
+        '# role = "target"             # one target author per double; others are "influence"',
+        "# weight = 10.0               # multiplier on the author's share of training tokens",
+        '# sections = "auto"           # auto | works | chapters: how FB2/EPUB sections become works',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def init_workspace(root: Path, name: str | None = None, language: str = DEFAULT_LANGUAGE) -> Workspace:
+    """Create a workspace in `root` (created if missing); error if it already holds dvoinik.toml."""
+    root = normalize_path(root)
+    config = root / CONFIG_NAME
+    if root.exists() and not root.is_dir():
+        raise WorkspaceError(f"{root} exists and is not a folder")
+    if config.exists():
+        raise WorkspaceError(f"{config} already exists: {root} is already a dvoinik workspace")
+    name = (name if name is not None else root.name or "double").strip()
+    if not name:
+        raise WorkspaceError(f"{config}: the double's name must not be empty")
+    language = language.strip()
+    if not language:
+        raise WorkspaceError(f"{config}: the language must not be empty")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config, render_config(name, language))
+    except OSError as exc:
+        raise WorkspaceError(f"{config}: cannot write: {exc.strerror or exc}") from exc
+    return load_workspace(root)
+
+
+# ---------------------------------------------------------------- load
+
+
+def find_workspace(start: Path) -> Path:
+    """The nearest folder at or above `start` holding dvoinik.toml, like git finds its repository."""
+    start = normalize_path(start)
+    here = start if start.is_dir() else start.parent
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise WorkspaceError(
+        f"{start} is not inside a dvoinik workspace (no {CONFIG_NAME} here or in any parent folder); "
+        "run `dvoinik init` or pass -w DIR"
+    )
+
+
+def _read_document(config: Path) -> tomlkit.TOMLDocument:
+    try:
+        text = config.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise WorkspaceError(f"{config}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise WorkspaceError(f"{config}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return tomlkit.parse(text)
+    except TOMLKitError as exc:
+        line, col = getattr(exc, "line", None), getattr(exc, "col", None)
+        where = f"{config}:{line}:{col}" if line is not None else str(config)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WorkspaceError(f"{where}: TOML syntax error: {message}") from exc
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_type(where: str, key: str, value: Any, kind: type) -> Any:
+    """`value` as `kind` (an int is accepted where a float is expected); WorkspaceError otherwise."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise WorkspaceError(f"{where}: {key} must be {_type_name(kind())}, got {value!r}")
+    return value
+
+
+def _check_unknown(where: str, table: dict, known: Sequence[str]) -> None:
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        raise WorkspaceError(f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(known)})")
+
+
+def _parse_corpus(config: Path, table: Any) -> CorpusSettings:
+    where = f"{config}: [corpus]"
+    if not isinstance(table, dict):
+        raise WorkspaceError(f"{config}: corpus must be a table ([corpus]), got {table!r}")
+    known = [f.name for f in fields(CorpusSettings)]
+    _check_unknown(where, table, known)
+    values: dict[str, Any] = {}
+    for f in fields(CorpusSettings):
+        if f.name not in table:
+            continue
+        kind = type(f.default)
+        value = _check_type(where, f.name, table[f.name], kind)
+        if kind is float and not math.isfinite(value):
+            raise WorkspaceError(f"{where}: {f.name} must be a finite number, got {value!r}")
+        check = f.metadata["check"]
+        if check is not None and not check(value):
+            raise WorkspaceError(f"{where}: {f.name} must be {f.metadata['rule']}, got {value!r}")
+        values[f.name] = value
+    return CorpusSettings(**values)
+
+
+def _check_weight(where: str, weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise WorkspaceError(f"{where}: weight must be a number, got {weight!r}")
+    weight = float(weight)
+    if not math.isfinite(weight) or weight <= 0:
+        raise WorkspaceError(f"{where}: weight must be a positive finite number, got {weight!r}")
+    return weight
+
+
+def _check_role(where: str, role: Any) -> str:
+    if role not in ROLES:
+        raise WorkspaceError(f"{where}: unknown role {role!r} (expected one of: {', '.join(ROLES)})")
+    return role
+
+
+def _check_sections(where: str, sections: Any) -> str:
+    if sections not in SECTIONS:
+        raise WorkspaceError(f"{where}: unknown sections mode {sections!r} (expected one of: {', '.join(SECTIONS)})")
+    return sections
+
+
+def _parse_source(config: Path, root: Path, index: int, table: Any) -> Source:
+    where = f"{config}: [[sources]] #{index}"
+    if not isinstance(table, dict):
+        raise WorkspaceError(f"{where}: each source must be a table, got {table!r}")
+    _check_unknown(where, table, _SOURCE_KEYS)
+    for key in ("path", "author"):
+        if key not in table:
+            raise WorkspaceError(f"{where}: missing {key}")
+    raw_path = _check_type(where, "path", table["path"], str)
+    if not raw_path.strip():
+        raise WorkspaceError(f"{where}: path must not be empty")
+    where = f"{where} ({raw_path})"
+    author = _check_type(where, "author", table["author"], str).strip()
+    if not author:
+        raise WorkspaceError(f"{where}: author must not be empty")
+    role = _check_role(where, table.get("role", "influence"))
+    weight = _check_weight(where, table.get("weight", DEFAULT_WEIGHTS[role]))
+    sections = _check_sections(where, table.get("sections", "auto"))
+    path = Path(raw_path).expanduser()
+    if not path.is_absolute():
+        path = root / path
+    return Source(path=path.resolve(), author=author, role=role, weight=weight, sections=sections)
+
+
+def _check_consistency(where: str, sources: Sequence[Source]) -> None:
+    """One role per author, and at most one target author per double."""
+    roles: dict[str, str] = {}
+    for s in sources:
+        known = roles.setdefault(s.author, s.role)
+        if known != s.role:
+            raise WorkspaceError(f"{where}: author {s.author!r} is recorded both as {known} and as {s.role}")
+    targets = [a for a, r in roles.items() if r == "target"]
+    if len(targets) > 1:
+        raise WorkspaceError(
+            f"{where}: more than one target author ({', '.join(targets)}); a double has one target author"
+        )
+
+
+def parse_workspace(root: Path, doc: dict) -> Workspace:
+    """A Workspace from the plain contents of dvoinik.toml (pure: reads no files)."""
+    config = root / CONFIG_NAME
+    double = doc.get("double", {})
+    if not isinstance(double, dict):
+        raise WorkspaceError(f"{config}: double must be a table ([double]), got {double!r}")
+    _check_unknown(f"{config}: [double]", double, _DOUBLE_KEYS)
+    name = _check_type(f"{config}: [double]", "name", double.get("name", root.name or "double"), str).strip()
+    language = _check_type(f"{config}: [double]", "language", double.get("language", DEFAULT_LANGUAGE), str).strip()
+    if not name:
+        raise WorkspaceError(f"{config}: [double] name must not be empty")
+    if not language:
+        raise WorkspaceError(f"{config}: [double] language must not be empty")
+    corpus = _parse_corpus(config, doc.get("corpus", {}))
+    raw_sources = doc.get("sources", [])
+    if not isinstance(raw_sources, list):
+        raise WorkspaceError(f"{config}: sources must be an array of tables ([[sources]]), got {raw_sources!r}")
+    sources = tuple(_parse_source(config, root, i, t) for i, t in enumerate(raw_sources, start=1))
+    _check_consistency(str(config), sources)
+    return Workspace(root=root, name=name, language=language, sources=sources, corpus=corpus)
+
+
+def load_workspace(root: Path) -> Workspace:
+    """Read and validate `root/dvoinik.toml` (`root` may also be the dvoinik.toml file itself)."""
+    root = normalize_path(root)
+    if root.is_file() and root.name == CONFIG_NAME:
+        root = root.parent
+    config = root / CONFIG_NAME
+    if not config.is_file():
+        raise WorkspaceError(
+            f"{root} is not a dvoinik workspace (no {CONFIG_NAME}); run `dvoinik init` or pass -w DIR"
+        )
+    return parse_workspace(root, _read_document(config).unwrap())
+
+
+# ---------------------------------------------------------------- add
+
+
+def _append_table(aot: AoT, item: dict) -> None:
+    """Append `item` as a [[table]] with a blank line before it, moving the blank lines that
+    ended the previous element (before a following [train], say) to the end of the new one."""
+    table = tomlkit.table()
+    table.update(item)
+    table.trivia.indent = "\n"
+    if len(aot):
+        try:  # cosmetic only; relies on tomlkit's container layout
+            body = aot.body[-1].value.body
+            trailing = []
+            while body and body[-1][0] is None and isinstance(body[-1][1], Whitespace):
+                trailing.insert(0, body.pop()[1])
+            for ws_item in trailing:
+                table.add(ws_item)
+        except AttributeError:
+            pass
+    aot.append(table)
+
+
+def add_sources(
+    ws: Workspace,
+    paths: Sequence[Path],
+    author: str,
+    role: str | None = None,
+    weight: float | None = None,
+    sections: str = "auto",
+) -> tuple[Workspace, list[Source]]:
+    """Record `paths` as sources by `author`; return the updated workspace and the sources added.
+
+    `role` defaults to the author's recorded role, else "influence"; `weight` to the author's
+    recorded weight, else DEFAULT_WEIGHTS[role]. A path already recorded for this author is
+    skipped (it is absent from the returned list); a path that is, holds or lies inside one
+    recorded for another author is an error (a text has one author). dvoinik.toml is re-read, validated, edited
+    in place (comments and other tables kept) and written atomically; nothing is written when
+    nothing is added or anything is wrong.
+    """
+    current = load_workspace(ws.root)  # the file, not a possibly stale `ws`, is the truth
+    config = current.config_path
+    author = (author or "").strip()
+    if not author:
+        raise WorkspaceError(f"{config}: the author's name must not be empty (pass --author NAME)")
+    if not paths:
+        raise WorkspaceError(f"{config}: no paths given to add")
+    recorded = [s for s in current.sources if s.author == author]
+    if role is None:
+        role = recorded[0].role if recorded else "influence"
+    _check_role(f"author {author!r}", role)
+    if weight is None:
+        weight = recorded[-1].weight if recorded else DEFAULT_WEIGHTS[role]
+    weight = _check_weight(f"author {author!r}", weight)
+    _check_sections(f"author {author!r}", sections)
+    if recorded and recorded[0].role != role:
+        raise WorkspaceError(
+            f"{config}: author {author!r} is already recorded as {recorded[0].role}, not {role}; "
+            "one author has one role"
+        )
+    target = current.target_author
+    if role == "target" and target is not None and target != author:
+        raise WorkspaceError(
+            f"{config}: the target author is already {target!r}; a double has one target author "
+            f"(add {author!r} with --role influence, or edit {CONFIG_NAME})"
+        )
+
+    seen = {s.path for s in recorded}
+    others = [s for s in current.sources if s.author != author]
+    added: list[Source] = []
+    for given in paths:
+        path = normalize_path(given)
+        if not path.exists():
+            raise WorkspaceError(f"{given}: no such file or folder")
+        for other in others:
+            if path == other.path or path.is_relative_to(other.path) or other.path.is_relative_to(path):
+                raise WorkspaceError(
+                    f"{given}: overlaps {stored_path(current.root, other.path)}, already recorded for "
+                    f"author {other.author!r}; each text has one author"
+                )
+        if path in seen:
+            continue
+        seen.add(path)
+        added.append(Source(path=path, author=author, role=role, weight=weight, sections=sections))
+    if not added:
+        return current, []
+
+    doc = _read_document(config)
+    entries = doc.get("sources")
+    for source in added:
+        item = {
+            "path": stored_path(current.root, source.path),
+            "author": source.author,
+            "role": source.role,
+            "weight": source.weight,
+            "sections": source.sections,
+        }
+        if entries is None:
+            entries = tomlkit.aot()
+            doc.append("sources", entries)
+        if isinstance(entries, AoT):
+            _append_table(entries, item)
+        elif isinstance(entries, Array):
+            inline = tomlkit.inline_table()
+            inline.update(item)
+            entries.append(inline)
+        else:  # load_workspace accepted it, so it is a list of some other kind; be safe
+            raise WorkspaceError(f"{config}: sources must be an array of tables ([[sources]])")
+    text = tomlkit.dumps(doc)
+    updated = parse_workspace(current.root, tomlkit.parse(text).unwrap())  # validate before writing
+    try:
+        atomic_write_text(config, text)
+    except OSError as exc:
+        raise WorkspaceError(f"{config}: cannot write: {exc.strerror or exc}") from exc
+    return updated, added
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "DEFAULT_WEIGHTS",
+    "ROLES",
+    "SECTIONS",
+    "CorpusSettings",
+    "Source",
+    "Workspace",
+    "WorkspaceError",
+    "add_sources",
+    "find_workspace",
+    "init_workspace",
+    "load_workspace",
+    "normalize_path",
+    "parse_workspace",
+    "render_config",
+    "stored_path",
+]

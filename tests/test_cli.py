@@ -1,0 +1,248 @@
+"""The command line: init and add, and every user mistake as one red line with exit code 2."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomlkit
+from typer.testing import CliRunner
+
+from dvoinik import __version__
+from dvoinik.cli import app
+from dvoinik.workspace import load_workspace
+
+runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"})
+
+
+@pytest.fixture
+def books(tmp_path: Path) -> Path:
+    root = tmp_path / "books"
+    for author in ("andreev", "grin", "babel"):
+        (root / author).mkdir(parents=True)
+        (root / author / "story.txt").write_text(f"Text by {author}.\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def double(tmp_path: Path, books: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An initialised workspace at tmp/double, made the current folder."""
+    result = runner.invoke(app, ["init", str(tmp_path / "double")])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path / "double")
+    return tmp_path / "double"
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *needles: str) -> str:
+    """Exit code 2, exactly one line on stderr, "error: …" naming what went wrong, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+# ---------------------------------------------------------------- happy paths
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"dvoinik {__version__}"
+
+
+def test_no_arguments_shows_help() -> None:
+    result = invoke()
+    assert "init" in result.output and "add" in result.output and "--workspace" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_init_creates_workspace_and_says_what_next(tmp_path: Path) -> None:
+    result = invoke("init", tmp_path / "d", "--name", "Андреев-2", "--language", "ru")
+    assert result.exit_code == 0, result.output
+    ws = load_workspace(tmp_path / "d")
+    assert (ws.name, ws.language, ws.sources) == ("Андреев-2", "ru", ())
+    assert "dvoinik.toml" in result.stdout and "Андреев-2" in result.stdout
+    assert "add PATH" in result.stdout and "--author" in result.stdout
+
+
+def test_init_defaults_to_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert invoke("init").exit_code == 0
+    assert load_workspace(tmp_path / "here").name == "here"
+
+
+def test_add_target_and_influences_prints_the_table(double: Path, books: Path) -> None:
+    result = invoke("add", books / "andreev", "--author", "Андреев", "--role", "target")
+    assert result.exit_code == 0, result.output
+    result = invoke("add", books / "grin", books / "babel", "--author", "Грин", "--weight", "1.5")
+    assert result.exit_code == 0, result.output
+    for shown in ("Андреев", "Грин", "target", "influence", "../books/andreev", "../books/babel", "1.5", "10"):
+        assert shown in result.stdout, shown
+
+    ws = load_workspace(double)
+    assert ws.target_author == "Андреев"
+    assert [(s.author, s.role, s.weight) for s in ws.sources] == [
+        ("Андреев", "target", 10.0),
+        ("Грин", "influence", 1.5),
+        ("Грин", "influence", 1.5),
+    ]
+    doc = tomlkit.parse((double / "dvoinik.toml").read_text(encoding="utf-8")).unwrap()
+    assert [s["path"] for s in doc["sources"]] == ["../books/andreev", "../books/grin", "../books/babel"]
+
+
+def test_add_reports_a_path_already_recorded(double: Path, books: Path) -> None:
+    assert invoke("add", books / "grin", "--author", "Грин").exit_code == 0
+    result = invoke("add", books / "grin", "--author", "Грин")
+    assert result.exit_code == 0
+    assert "already recorded" in result.stdout and "skipped" in result.stdout
+    assert len(load_workspace(double).sources) == 1
+
+
+def test_add_from_a_subfolder_finds_the_workspace(double: Path, books: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (double / "notes" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(double / "notes" / "deep")
+    assert invoke("add", books / "grin", "--author", "Грин").exit_code == 0
+    assert [s.author for s in load_workspace(double).sources] == ["Грин"]
+
+
+def test_workspace_option_chooses_the_workspace(tmp_path: Path, books: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert invoke("init", tmp_path / "d").exit_code == 0
+    monkeypatch.chdir(tmp_path)  # not inside a workspace
+    result = invoke("-w", tmp_path / "d", "add", "books/grin", "--author", "Грин")
+    assert result.exit_code == 0, result.output
+    assert load_workspace(tmp_path / "d").sources[0].path == (books / "grin").resolve()
+
+
+def test_add_keeps_comments_and_other_tables(double: Path, books: Path) -> None:
+    config = double / "dvoinik.toml"
+    config.write_text(config.read_text(encoding="utf-8") + "\n# later stage\n[train]\nsteps = 5000  # keep me\n", encoding="utf-8")
+    assert invoke("add", books / "andreev", "--author", "Андреев", "--role", "target").exit_code == 0
+    text = config.read_text(encoding="utf-8")
+    assert "# later stage" in text and "steps = 5000  # keep me" in text
+    assert tomlkit.parse(text).unwrap()["train"] == {"steps": 5000}
+
+
+# ---------------------------------------------------------------- user mistakes
+
+
+def test_init_twice(double: Path) -> None:
+    assert_user_error(invoke("init", double), str(double / "dvoinik.toml"), "already")
+
+
+def test_add_missing_path(double: Path, books: Path) -> None:
+    assert_user_error(invoke("add", books / "nobody", "--author", "X"), str(books / "nobody"), "no such file")
+    assert load_workspace(double).sources == ()
+
+
+def test_add_unknown_role(double: Path, books: Path) -> None:
+    assert_user_error(invoke("add", books / "grin", "--author", "Грин", "--role", "hero"), "unknown role 'hero'")
+
+
+@pytest.mark.parametrize("weight", ["0", "-1", "nan", "inf"])
+def test_add_non_positive_or_nan_weight(double: Path, books: Path, weight: str) -> None:
+    assert_user_error(
+        invoke("add", books / "grin", "--author", "Грин", "--weight", weight), "weight must be a positive finite number"
+    )
+    assert load_workspace(double).sources == ()
+
+
+def test_add_weight_that_is_not_a_number(double: Path, books: Path) -> None:
+    assert_user_error(invoke("add", books / "grin", "--author", "Грин", "--weight", "ten"), "--weight", "dvoinik add --help")
+
+
+def test_add_without_author(double: Path, books: Path) -> None:
+    assert_user_error(invoke("add", books / "grin"), "--author")
+
+
+def test_unknown_command() -> None:
+    assert_user_error(invoke("frobnicate"), "frobnicate")
+
+
+def test_add_second_target_author(double: Path, books: Path) -> None:
+    assert invoke("add", books / "andreev", "--author", "Андреев", "--role", "target").exit_code == 0
+    assert_user_error(
+        invoke("add", books / "babel", "--author", "Бабель", "--role", "target"),
+        "target author is already 'Андреев'",
+        str(double / "dvoinik.toml"),
+    )
+    # more files for the same target author are fine
+    (books / "andreev2").mkdir()
+    assert invoke("add", books / "andreev2", "--author", "Андреев", "--role", "target").exit_code == 0
+
+
+def test_add_outside_a_workspace(tmp_path: Path, books: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(
+        invoke("add", books / "grin", "--author", "Грин"),
+        str(tmp_path.resolve()),
+        "not inside a dvoinik workspace",
+        "dvoinik init",
+    )
+
+
+def test_workspace_option_pointing_to_a_non_workspace(tmp_path: Path, books: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert_user_error(
+        invoke("-w", tmp_path / "empty", "add", books / "grin", "--author", "Грин"),
+        str((tmp_path / "empty").resolve()),
+        "not a dvoinik workspace (no dvoinik.toml)",
+    )
+
+
+def test_malformed_toml(double: Path, books: Path) -> None:
+    (double / "dvoinik.toml").write_text('[double]\nname = "x"\n[corpus\nseed = 1\n', encoding="utf-8")
+    assert_user_error(
+        invoke("add", books / "grin", "--author", "Грин"), f"{double / 'dvoinik.toml'}:3:", "TOML syntax error"
+    )
+
+
+def test_unknown_corpus_key(double: Path, books: Path) -> None:
+    config = double / "dvoinik.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("seed = ", "seeed = "), encoding="utf-8")
+    assert_user_error(invoke("add", books / "grin", "--author", "Грин"), "[corpus]", "unknown key 'seeed'")
+
+
+def test_long_messages_stay_on_one_line(double: Path, books: Path) -> None:
+    deep = books.joinpath(*["a-rather-long-folder-name"] * 8)
+    narrow = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "40"})
+    result = narrow.invoke(app, ["add", str(deep), "--author", "Грин"])
+    assert_user_error(result, str(deep))
+
+
+# ---------------------------------------------------------------- the installed console script
+
+
+def test_console_script_end_to_end(tmp_path: Path, books: Path) -> None:
+    script = shutil.which("dvoinik", path=str(Path(sys.executable).parent)) or shutil.which("dvoinik")
+    if script is None:
+        pytest.skip("the dvoinik console script is not installed (pip install -e .)")
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([script, *map(str, args)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    done = run("init", "double")
+    assert done.returncode == 0, done.stderr
+    done = run("-w", "double", "add", "books/andreev", "--author", "Андреев", "--role", "target")
+    assert done.returncode == 0, done.stderr
+    assert "Андреев" in done.stdout and "../books/andreev" in done.stdout
+    assert load_workspace(tmp_path / "double").target_author == "Андреев"
+
+    done = run("add", "books/grin", "--author", "Грин")  # tmp_path is not a workspace
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "not inside a dvoinik workspace" in lines[0]
