@@ -91,11 +91,14 @@ class CleanResult:
     counts: Counter = field(default_factory=Counter)
 
 
-def clean_text(raw: str, *, structured: bool = False, author_hint: str | None = None) -> CleanResult:
+def clean_text(
+    raw: str, *, structured: bool = False, author_hint: str | None = None, title_hint: str | None = None
+) -> CleanResult:
     """Clean one work.
 
-    `structured` means the reader already gave one paragraph per block; `author_hint` (the
-    author's name as the user wrote it) helps tell the author line from the title in a header.
+    `structured` means the reader already gave one paragraph per block. `author_hint` and
+    `title_hint` (from the file's metadata or the user's settings) help find a header,
+    including one glued to the first paragraph ("Антон Чехов АНЮТА В самом дешевом…").
     """
     counts: Counter = Counter()
     text = _normalize_characters(raw, counts)
@@ -103,15 +106,25 @@ def clean_text(raw: str, *, structured: bool = False, author_hint: str | None = 
     lines = _drop_navigation(lines, counts)
     lines = _cut_endnotes(lines, counts)
     lines = [_strip_markup(line, counts) for line in lines]
-    paragraphs = _paragraphs_from_blocks(lines) if structured else _paragraphs_from_layout(lines, counts)
+    if structured:
+        paragraphs = _paragraphs_from_blocks(lines)
+        # Some converters make every hard-wrapped line its own paragraph; unwrap those.
+        if _is_hard_wrapped(paragraphs):
+            paragraphs = _unwrap(paragraphs, _wrap_width(paragraphs), counts)
+    else:
+        paragraphs = _paragraphs_from_layout(lines, counts)
     paragraphs = [_normalize_paragraph(p, counts) for p in paragraphs]
     paragraphs = [p for p in paragraphs if p and _has_letters_or_break(p)]
     paragraphs = _drop_bibliography(paragraphs, counts)
-    header, paragraphs = _split_header(paragraphs)
-    if header:
-        counts["header_lines"] += len(header)
+    header, paragraphs = _split_header(paragraphs, author_hint, title_hint)
+    counts["header_lines"] += len(header)
     paragraphs = _drop_trailing_dates(paragraphs, counts)
-    return CleanResult(text="\n\n".join(paragraphs), title=_title_from_header(header, author_hint), header=header, counts=counts)
+    return CleanResult(
+        text="\n\n".join(paragraphs),
+        title=_title_from_header(header, author_hint),
+        header=header,
+        counts=counts,
+    )
 
 
 # --- character-level --------------------------------------------------------------------
@@ -269,17 +282,45 @@ def _looks_like_header_line(paragraph: str) -> bool:
     return bool(words) and all(w[0].isupper() for w in words if len(w) > 3)
 
 
-def _split_header(paragraphs: list[str]) -> tuple[list[str], list[str]]:
+def _split_header(
+    paragraphs: list[str], author_hint: str | None = None, title_hint: str | None = None
+) -> tuple[list[str], list[str]]:
     """Separate a title/author/genre/date header at the top from the text that follows."""
+    if not paragraphs:
+        return [], paragraphs
+    # A chapter heading may come first ("Часть 1", then author and title): keep it, look past it.
+    lead = 1 if _CHAPTER_HEADING.match(paragraphs[0]) and len(paragraphs) > 1 else 0
+    if lead and not _is_name(paragraphs[1], author_hint):
+        lead = 0
     header: list[str] = []
-    for paragraph in paragraphs[:6]:
+    for paragraph in paragraphs[lead : lead + 6]:
         if not _looks_like_header_line(paragraph):
             break
         header.append(paragraph)
-    rest = paragraphs[len(header):]
+    rest = paragraphs[lead + len(header) :]
     if not rest or sum(len(p) for p in rest) < 200:
         return [], paragraphs
-    return header, rest
+    glued, first = _unglue_header(rest[0], author_hint, title_hint)
+    if glued:
+        header += glued
+        rest = [first] + rest[1:]
+    return header, paragraphs[:lead] + rest
+
+
+def _unglue_header(paragraph: str, author_hint: str | None, title_hint: str | None) -> tuple[list[str], str]:
+    """Split a known author name and title off the start of a paragraph they were glued to."""
+    found: list[str] = []
+    rest = paragraph
+    for hint in (author_hint, title_hint, author_hint):
+        if not hint:
+            continue
+        hint = hint.strip()
+        if len(hint) >= 3 and rest[: len(hint)].casefold() == hint.casefold() and rest[len(hint) : len(hint) + 1] in (" ", "."):
+            found.append(rest[: len(hint)])
+            rest = rest[len(hint) :].lstrip(" .")
+    if not found or len(rest) < 20 or not (rest[:1].isupper() or rest[:1] in "—«\"("):
+        return [], paragraph
+    return found, rest
 
 
 _NOT_A_TITLE = re.compile(
@@ -331,7 +372,8 @@ def _is_name(line: str, author_hint: str | None) -> bool:
 
 
 def _drop_trailing_dates(paragraphs: list[str], counts: Counter) -> list[str]:
-    while len(paragraphs) > 1 and len(paragraphs[-1]) < 60 and _DATE_LINE.match(paragraphs[-1].strip(" *")):
+    # Markup left around a date ("/Дедово/, 29 мая 1906 год//а//") does not make it prose.
+    while len(paragraphs) > 1 and len(paragraphs[-1]) < 60 and _DATE_LINE.match(re.sub(r"[/*_ ]+(?=[/*_,.]|$)|[/*_]", "", paragraphs[-1]).strip()):
         paragraphs = paragraphs[:-1]
         counts["trailing_dates"] += 1
     return paragraphs
@@ -367,13 +409,22 @@ def _paragraphs_from_layout(lines: list[str], counts: Counter) -> list[str]:
     pages = _page_number_lines(lines)
     counts["page_numbers"] += len(pages)
     lines = [line for i, line in enumerate(lines) if i not in pages]
-    lengths = sorted(len(line) for line in nonempty)
-    width = lengths[int(0.9 * (len(lengths) - 1))]
-    near_width = sum(1 for n in lengths if width - 15 <= n <= width)
-    hard_wrapped = width <= 110 and len(nonempty) >= 8 and near_width >= 0.4 * len(nonempty)
-    if not hard_wrapped:
+    if not _is_hard_wrapped(nonempty):
         return _one_paragraph_per_line(lines, counts)
-    return _unwrap(lines, width, counts)
+    return _unwrap(lines, _wrap_width(nonempty), counts)
+
+
+def _wrap_width(lines: list[str]) -> int:
+    lengths = sorted(len(line.rstrip()) for line in lines if line.strip())
+    return lengths[int(0.9 * (len(lengths) - 1))] if lengths else 0
+
+
+def _is_hard_wrapped(lines: list[str]) -> bool:
+    """Most lines end near one width (≤ 110 characters): the text was wrapped by a program."""
+    lengths = [len(line.rstrip()) for line in lines if line.strip()]
+    width = _wrap_width(lines)
+    near_width = sum(1 for n in lengths if width - 15 <= n <= width)
+    return width <= 110 and len(lengths) >= 8 and near_width >= 0.4 * len(lengths)
 
 
 def _page_number_lines(lines: list[str]) -> set[int]:
