@@ -83,8 +83,12 @@ class CorpusSettings:
         lambda v: v >= 1, "1 or more",
     )
     boilerplate_min_docs: int = _setting(
-        3, "a paragraph found in at least this many works is boilerplate and removed",
+        3, "a short paragraph near the start or end of at least this many works is boilerplate and removed",
         lambda v: v >= 2, "2 or more",
+    )
+    boilerplate_edge_paragraphs: int = _setting(
+        12, "how many paragraphs at each end of a work count as its header and footer for boilerplate",
+        lambda v: v >= 1, "1 or more",
     )
     min_document_words: int = _setting(
         20, "cleaned works shorter than this are dropped (and reported)", lambda v: v >= 0, "0 or more",

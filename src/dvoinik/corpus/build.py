@@ -292,6 +292,7 @@ def build_corpus(
         shingle_words=settings.shingle_words,
         repeated_paragraph_min_words=settings.repeated_paragraph_min_words,
         boilerplate_min_docs=settings.boilerplate_min_docs,
+        boilerplate_edge_paragraphs=settings.boilerplate_edge_paragraphs,
         seed=settings.seed,
     )
     texts = [w.text for w in works]
@@ -390,21 +391,23 @@ def _describe(work: CleanedWork, doc_id: str) -> dict:
 
 
 def _paragraph_summary(paragraphs, works: list[CleanedWork], ids: list[str]) -> dict:
-    by_kind: dict[str, list] = defaultdict(list)
+    """Every removed paragraph: boilerplate grouped by text with the works it left, repeats one by one."""
+    summary: dict = {"counts": dict(Counter(p.kind for p in paragraphs))}
+    boilerplate: dict[str, dict] = {}
     for p in paragraphs:
-        by_kind[p.kind].append(p)
-    summary: dict = {"counts": {kind: len(items) for kind, items in by_kind.items()}}
-    boilerplate = Counter()
-    for p in by_kind.get("boilerplate", []):
-        boilerplate[p.text] = max(boilerplate[p.text], p.count)
-    summary["boilerplate"] = [{"text": text[:200], "works": n} for text, n in boilerplate.most_common(100)]
+        if p.kind == "boilerplate":
+            entry = boilerplate.setdefault(p.text, {"text": p.text[:200], "works": p.count, "removed_from": []})
+            entry["works"] = max(entry["works"], p.count)
+            entry["removed_from"].append(ids[p.document])
+    summary["boilerplate"] = sorted(boilerplate.values(), key=lambda e: (-e["works"], e["text"]))
     summary["repeated"] = [
         {
             "text": p.text[:200],
             "removed_from": _describe(works[p.document], ids[p.document]),
             "first_seen_in": _describe(works[p.first_seen], ids[p.first_seen]) if p.first_seen is not None else None,
         }
-        for p in by_kind.get("repeated", [])[:200]
+        for p in paragraphs
+        if p.kind == "repeated"
     ]
     return summary
 

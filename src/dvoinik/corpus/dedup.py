@@ -18,9 +18,13 @@ Documents
 Paragraphs (`find_repeated_paragraphs`)
     * repeated: a paragraph of >= `repeated_paragraph_min_words` words already present
       in an earlier kept work (a story in two collections, a reprinted preface);
-    * boilerplate: a shorter paragraph present in >= `boilerplate_min_docs` works,
-      unless it looks like the author's own (dialogue line, chapter heading, numeral,
-      "* * *", a one-word reply or a short exclamation).
+    * boilerplate: a shorter paragraph found among the first or last
+      `boilerplate_edge_paragraphs` paragraphs of >= `boilerplate_min_docs` works, and at
+      an edge of this one too: site headers and footers, "Source: …", ratings, a
+      collection's running title. The same short line in the middle of several works is
+      the authors' prose ("Он засмеялся:", "Милостивый государь,") and stays. Lines that
+      look like the author's own even at an edge (dialogue, chapter headings, numerals,
+      "* * *", a one-word reply, a short exclamation or sentence) stay too.
 
 Speed: the text is never split into Python word strings. Each work is encoded once to
 UTF-32 and normalised through a per-code-point table in numpy; words, paragraphs and
@@ -117,6 +121,7 @@ class DedupSettings:
     num_perm: int = 128
     repeated_paragraph_min_words: int = 12
     boilerplate_min_docs: int = 3
+    boilerplate_edge_paragraphs: int = 12
     seed: int = 1
     containment_threshold: float = 0.9
 
@@ -139,7 +144,7 @@ class RemovedParagraph:
     text: str
     kind: str  # "repeated" | "boilerplate"
     first_seen: int | None  # the earlier kept work holding a "repeated" paragraph
-    count: int  # distinct works containing it
+    count: int  # distinct works containing it (for boilerplate: at an edge)
 
 
 # --- public helpers -----------------------------------------------------------------------
@@ -407,12 +412,14 @@ def find_repeated_paragraphs(
     if not live:
         return []
     hasher = _Hasher(max(len(texts[i]) for i in live) + 2)
-    per_doc: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    distinct = []
+    per_doc: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    distinct, distinct_at_edges = [], []
     for i in live:
         hashes, words = hasher.paragraphs(texts[i])
-        per_doc[i] = (hashes, words)
+        at_edge = _at_edges(len(hashes), settings.boilerplate_edge_paragraphs)
+        per_doc[i] = (hashes, words, at_edge)
         distinct.append(np.unique(hashes[words > 0]))
+        distinct_at_edges.append(np.unique(hashes[(words > 0) & at_edge]))
     all_hashes = np.concatenate(distinct)
     if len(all_hashes) == 0:
         return []
@@ -421,15 +428,16 @@ def find_repeated_paragraphs(
     # `live` is in priority order and np.unique reports the first occurrence, so this
     # is the earliest kept work holding each paragraph.
     first_doc = owners[first_index]
+    edge_keys, edge_counts = np.unique(np.concatenate(distinct_at_edges), return_counts=True)
 
     found: list[RemovedParagraph] = []
     for i in live:
-        hashes, words = per_doc[i]
+        hashes, words, at_edge = per_doc[i]
         position = np.searchsorted(keys, hashes)
         position[words == 0] = 0
         long = words >= settings.repeated_paragraph_min_words
         repeated = (words > 0) & long & (first_doc[position] != i)
-        boiler = (words > 0) & ~long & (counts[position] >= settings.boilerplate_min_docs)
+        boiler = (words > 0) & ~long & at_edge & (_lookup(edge_keys, edge_counts, hashes) >= settings.boilerplate_min_docs)
         if not (repeated.any() or boiler.any()):
             continue
         paragraphs = split_paragraphs(texts[i])
@@ -441,12 +449,26 @@ def find_repeated_paragraphs(
             if h in seen or h in spared:
                 continue
             seen.add(h)
-            text, count = paragraphs[p].strip(), int(counts[position[p]])
+            text = paragraphs[p].strip()
             if repeated[p]:
-                found.append(RemovedParagraph(i, text, "repeated", int(first_doc[position[p]]), count))
+                found.append(RemovedParagraph(i, text, "repeated", int(first_doc[position[p]]), int(counts[position[p]])))
             else:
+                count = int(_lookup(edge_keys, edge_counts, hashes[p : p + 1])[0])
                 found.append(RemovedParagraph(i, text, "boilerplate", None, count))
     return found
+
+
+def _at_edges(paragraphs: int, edge: int) -> np.ndarray:
+    index = np.arange(paragraphs)
+    return (index < edge) | (index >= paragraphs - edge)
+
+
+def _lookup(keys: np.ndarray, counts: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Counts of `hashes` in a sorted `keys`/`counts` table; 0 where absent."""
+    if len(keys) == 0:
+        return np.zeros(len(hashes), dtype=np.int64)
+    position = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
+    return np.where(keys[position] == hashes, counts[position], 0)
 
 
 def _looks_authored(paragraph: str) -> bool:

@@ -85,9 +85,7 @@ def render_markdown(report: dict) -> str:
         lines += ["| removed | duplicate of | kind | similarity |", "|---|---|---|---:|"]
         for d in report["duplicates"]:
             lines.append(
-                f"| {d['removed']['author']}: {d['removed']['title']} (`{d['removed']['source']}`) | "
-                f"{d['duplicate_of']['author']}: {d['duplicate_of']['title']} (`{d['duplicate_of']['source']}`) | "
-                f"{d['kind']} | {d['similarity']:.3f} |"
+                f"| {_work(d['removed'])} | {_work(d['duplicate_of'])} | {d['kind']} | {d['similarity']:.3f} |"
             )
     else:
         lines.append("No duplicate works found.")
@@ -95,8 +93,15 @@ def render_markdown(report: dict) -> str:
     lines += ["", f"Paragraphs removed: {_inline(paragraphs['counts']) or 'none'}.", ""]
     if paragraphs["boilerplate"]:
         lines += ["| boilerplate paragraph | works |", "|---|---:|"]
-        lines += [f"| {_cell(b['text'])} | {b['works']} |" for b in paragraphs["boilerplate"][:30]]
-        lines.append("")
+        lines += [f"| {_cell(b['text'])} | {b['works']} |" for b in paragraphs["boilerplate"][:_LISTED]]
+        lines += [_more(len(paragraphs["boilerplate"])), ""]
+    if paragraphs["repeated"]:
+        lines += ["| repeated paragraph | removed from | first seen in |", "|---|---|---|"]
+        lines += [
+            f"| {_cell(r['text'])} | {_work(r['removed_from'])} | {_work(r['first_seen_in'])} |"
+            for r in paragraphs["repeated"][:_LISTED]
+        ]
+        lines += [_more(len(paragraphs["repeated"])), ""]
     lines += ["## Cleaning", "", _cleaning_table(report["cleaning"]), ""]
     return "\n".join(lines)
 
@@ -111,6 +116,17 @@ def _cleaning_table(cleaning: dict[str, dict[str, int]]) -> str:
     return "\n".join(rows)
 
 
+_LISTED = 50  # rows per table in report.md; report.json lists everything
+
+
+def _more(total: int) -> str:
+    return f"\n…and {total - _LISTED} more in report.json." if total > _LISTED else ""
+
+
+def _work(work: dict) -> str:
+    return f"{work['author']}: {work['title']} (`{work['source']}`)"
+
+
 def _inline(counts: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items())
 
@@ -121,18 +137,11 @@ def _cell(text: str) -> str:
 
 def authors_table(report: dict) -> Table:
     """The per-author summary the `corpus` command prints."""
-    table = Table(title=f"Corpus of {report['workspace']}")
-    for column, justify in [
-        ("author", "left"),
-        ("role", "left"),
-        ("weight", "right"),
-        ("works train/val", "right"),
-        ("words train", "right"),
-        ("words val", "right"),
-        ("share", "right"),
-        ("effective share", "right"),
-    ]:
-        table.add_column(column, justify=justify)
+    table = Table(title=f"Corpus of {report['workspace']}", caption="shares of training characters; mix = × weight")
+    table.add_column("author", overflow="fold", min_width=8)
+    table.add_column("role")
+    for column in ["×", "works\ntrain/val", "words\ntrain", "words\nval", "raw\nshare", "mix\nshare"]:
+        table.add_column(column, justify="right", no_wrap=True)
     for author, row in report["authors"].items():
         mix = report["mix"].get(author, {})
         table.add_row(
@@ -155,6 +164,6 @@ def summary_line(report: dict) -> str:
     return (
         f"{totals['documents']} documents ({totals['train_documents']} train, {totals['val_documents']} val), "
         f"{totals['words']:,} words; removed {len(report['duplicates'])} duplicate works and {paragraphs} "
-        f"repeated paragraphs; skipped {len(files['skipped'])} item(s); "
+        f"repeated or boilerplate paragraphs; skipped {len(files['skipped'])} item(s); "
         f"{speed['input_mb']:.1f} MB in {speed['total_seconds']:.1f} s ({speed['mb_per_second']:.1f} MB/s)."
     )
