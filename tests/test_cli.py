@@ -246,3 +246,95 @@ def test_console_script_end_to_end(tmp_path: Path, books: Path) -> None:
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "not inside a dvoinik workspace" in lines[0]
+
+
+# ---------------------------------------------------------------- corpus
+
+
+def prose(seed: int, paragraphs: int = 8) -> str:
+    """Paragraphs of random Russian-looking words: a work no other seed duplicates."""
+    import random
+
+    rng = random.Random(seed)
+    syllables = "ба ве го да ле ми но пу ра со ти ку ше ча зы ль ст кр пр тр ой ей ар ор".split()
+    vocabulary = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(1000)]
+    return "\n\n".join(
+        " ".join(rng.choice(vocabulary) for _ in range(rng.randint(20, 40))).capitalize() + "." for _ in range(paragraphs)
+    )
+
+
+def prose_folder(root: Path, good: int, bad: bool) -> Path:
+    """root/prose with `good` texts and, if `bad`, an empty file and binary garbage."""
+    import random
+
+    folder = root / "prose"
+    folder.mkdir(parents=True)
+    for i in range(good):
+        (folder / f"work{i}.txt").write_text(prose(i), encoding="utf-8")
+    if bad:
+        (folder / "empty.txt").write_bytes(b"")
+        (folder / "garbage.bin").write_bytes(random.Random(0).randbytes(4096))
+    return folder
+
+
+def flat(text: str) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_corpus_builds_and_lists_what_it_skipped(double: Path, tmp_path: Path) -> None:
+    folder = prose_folder(tmp_path, good=3, bad=True)
+    assert invoke("add", folder, "--author", "Андреев", "--role", "target").exit_code == 0
+    result = invoke("corpus")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    out = flat(result.stdout)
+    assert "Андреев" in out and "target" in out
+    assert "3 documents (" in out and "skipped 2 item(s)" in out
+    assert "skipped prose/empty.txt: empty file" in out
+    assert "skipped prose/garbage.bin: binary file" in out
+    assert f"Wrote {double / 'corpus' / 'documents.jsonl'}" in out
+    lines = (double / "corpus" / "documents.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
+    assert (double / "corpus" / "report.md").is_file() and (double / "corpus" / "report.json").is_file()
+
+
+def test_corpus_with_the_workspace_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = prose_folder(tmp_path, good=2, bad=False)
+    assert invoke("init", tmp_path / "d").exit_code == 0
+    assert invoke("-w", tmp_path / "d", "add", folder, "--author", "Грин").exit_code == 0
+    monkeypatch.chdir(tmp_path)  # not inside a workspace
+    result = invoke("-w", tmp_path / "d", "corpus")
+    assert result.exit_code == 0, result.output
+    assert "2 documents (" in flat(result.stdout) and "skipped 0 item(s)" in flat(result.stdout)
+    assert (tmp_path / "d" / "corpus" / "documents.jsonl").is_file()
+
+
+def test_corpus_with_only_bad_files(double: Path, tmp_path: Path) -> None:
+    folder = prose_folder(tmp_path, good=0, bad=True)
+    assert invoke("add", folder, "--author", "Андреев").exit_code == 0
+    assert_user_error(invoke("corpus"), "no usable text in 2 file(s)", "prose/empty.txt: empty file", "prose/garbage.bin")
+    assert not (double / "corpus").exists()
+
+
+def test_corpus_without_sources(double: Path) -> None:
+    assert_user_error(invoke("corpus"), "no sources yet", "dvoinik add")
+
+
+def test_corpus_outside_a_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(invoke("corpus"), str(tmp_path.resolve()), "not inside a dvoinik workspace", "dvoinik init")
+
+
+def test_corpus_that_cannot_be_written(double: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dvoinik.corpus import build
+
+    folder = prose_folder(tmp_path, good=2, bad=False)
+    assert invoke("add", folder, "--author", "Андреев", "--role", "target").exit_code == 0
+
+    def fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(build.os, "fsync", fsync)
+    assert_user_error(invoke("corpus"), str(double / "corpus"), "cannot write the corpus", "No space left on device")
+    assert not (double / "corpus").exists()

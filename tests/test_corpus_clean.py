@@ -231,3 +231,11 @@ def test_real_texts_keep_dialogue_dashes_and_yo(shared_corpus, relative):
     assert dialogue, "dialogue lines should start with an em dash"
     assert raw.count("ё") == 0 or "ё" in result.text
     assert " - " not in result.text and "--" not in result.text
+
+
+def test_quote_style_follows_the_language() -> None:
+    raw = 'Он сказал: "Иди". She said "go" and “left”.'
+    assert clean_text(raw, language="ru").text == "Он сказал: «Иди». She said «go» and «left»."
+    assert clean_text(raw, language="ru-RU").text == clean_text(raw, language="ru").text
+    english = clean_text(raw, language="en")
+    assert english.text == raw and english.counts["quotes"] == 0

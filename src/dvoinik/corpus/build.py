@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +47,7 @@ class FileTask:
     author: str
     role: str
     sections: str
+    language: str
 
 
 @dataclass
@@ -108,7 +109,11 @@ def _read_and_clean(task: FileTask) -> FileOutcome:
     for raw in result.texts:
         outcome.raw_bytes += len(raw.text.encode("utf-8", "replace"))
         cleaned = clean_text(
-            raw.text, structured=raw.structured, author_hint=raw.author or task.author, title_hint=raw.title
+            raw.text,
+            structured=raw.structured,
+            author_hint=raw.author or task.author,
+            title_hint=raw.title,
+            language=task.language,
         )
         source = relabel(raw.source)
         title = raw.title or cleaned.title or _title_from_source(source)
@@ -136,14 +141,14 @@ def _title_from_source(source: str) -> str:
     return name
 
 
-def collect_tasks(sources: Iterable[Source]) -> list[FileTask]:
+def collect_tasks(sources: Iterable[Source], language: str) -> list[FileTask]:
     """Every file under every source, labelled relative to the folder the user added."""
     tasks = []
     for source in sources:
         base = source.path.parent
         for path in list_source_files(source.path):
             label = os.path.relpath(path, base)
-            tasks.append(FileTask(path=path, label=label, author=source.author, role=source.role, sections=source.sections))
+            tasks.append(FileTask(path, label, source.author, source.role, source.sections, language))
     return tasks
 
 
@@ -264,7 +269,7 @@ def build_corpus(
     started = time.perf_counter()
     if not ws.sources:
         raise CorpusError(f"{ws.config_path}: no sources yet; add some with `dvoinik add PATH --author NAME`")
-    tasks = collect_tasks(ws.sources)
+    tasks = collect_tasks(ws.sources, ws.language)
     if on_start:
         on_start(len(tasks))
     workers = settings.workers or os.cpu_count() or 1
@@ -373,7 +378,10 @@ def build_corpus(
     total_seconds = time.perf_counter() - started
     report["speed"]["total_seconds"] = round(total_seconds, 3)
     report["speed"]["mb_per_second"] = round(raw_bytes / 1e6 / max(total_seconds, 1e-9), 2)
-    write_corpus(corpus_dir, documents, report)
+    try:
+        write_corpus(corpus_dir, documents, report)
+    except OSError as exc:  # a read-only workspace or a full disk is the user's to fix, not a traceback
+        raise CorpusError(f"{corpus_dir}: cannot write the corpus: {exc.strerror or exc}") from exc
     return BuildResult(documents=documents, report=report, corpus_dir=corpus_dir)
 
 
@@ -453,7 +461,10 @@ def _nothing_usable_message(tasks: list[FileTask], skipped: list[dict]) -> str:
 def write_corpus(corpus_dir: Path, documents: list[Document], report: dict) -> None:
     """Write the three corpus files into a fresh folder, then swap it in for `corpus_dir`."""
     corpus_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{corpus_dir.name}.", suffix=".tmp", dir=corpus_dir.parent))
+    # Not mkdtemp: its folder is private (0700), and corpus/ should get the mode any new folder gets.
+    staging = corpus_dir.with_name(f".{corpus_dir.name}.{secrets.token_hex(6)}.tmp")
+    staging.mkdir()
+    previous = corpus_dir.with_name(f".{corpus_dir.name}.old")
     try:
         with open(staging / DOCUMENTS_FILE, "w", encoding="utf-8") as handle:
             for doc in documents:
@@ -464,14 +475,17 @@ def write_corpus(corpus_dir: Path, documents: list[Document], report: dict) -> N
         for name in (DOCUMENTS_FILE, REPORT_JSON, REPORT_MD):
             with open(staging / name, "rb") as handle:
                 os.fsync(handle.fileno())
-        previous = corpus_dir.with_name(f".{corpus_dir.name}.old")
-        if previous.exists():
+        # Without corpus/, `previous` is what a build killed mid-swap left: the last corpus, kept.
+        if previous.exists() and corpus_dir.exists():
             shutil.rmtree(previous)
         if corpus_dir.exists():
             os.replace(corpus_dir, previous)
         os.replace(staging, corpus_dir)
         shutil.rmtree(previous, ignore_errors=True)
     except BaseException:
+        # A swap that failed halfway must not leave the workspace without its previous corpus.
+        if previous.exists() and not corpus_dir.exists():
+            os.replace(previous, corpus_dir)
         shutil.rmtree(staging, ignore_errors=True)
         raise
 

@@ -25,6 +25,9 @@ _INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
 _ODD_SPACES = re.compile("[\u00a0\u2000-\u200a\u202f\u205f\u3000\t\f\v]")
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
 
+# Languages whose prose quotes «like this»; the quote rule leaves every other language alone.
+GUILLEMET_LANGUAGES = frozenset({"ru", "uk", "be", "fr"})
+
 # --- page furniture and markup ----------------------------------------------------------
 
 _URL = re.compile(r"<?(?:https?://|ftp://|www\.)[^\s<>\]]+>?", re.IGNORECASE)
@@ -92,14 +95,22 @@ class CleanResult:
 
 
 def clean_text(
-    raw: str, *, structured: bool = False, author_hint: str | None = None, title_hint: str | None = None
+    raw: str,
+    *,
+    structured: bool = False,
+    author_hint: str | None = None,
+    title_hint: str | None = None,
+    language: str = "ru",
 ) -> CleanResult:
     """Clean one work.
 
     `structured` means the reader already gave one paragraph per block. `author_hint` and
     `title_hint` (from the file's metadata or the user's settings) help find a header,
     including one glued to the first paragraph ("Антон Чехов АНЮТА В самом дешевом…").
+    `language` (an ISO 639-1 code, "ru-RU" works too) decides only the quote style:
+    languages typeset with «guillemets» get them; others keep their quotes as written.
     """
+    guillemets = _base_language(language) in GUILLEMET_LANGUAGES
     counts: Counter = Counter()
     text = _normalize_characters(raw, counts)
     lines = text.split("\n")
@@ -113,7 +124,7 @@ def clean_text(
             paragraphs = _unwrap(paragraphs, _wrap_width(paragraphs), counts)
     else:
         paragraphs = _paragraphs_from_layout(lines, counts)
-    paragraphs = [_normalize_paragraph(p, counts) for p in paragraphs]
+    paragraphs = [_normalize_paragraph(p, counts, guillemets) for p in paragraphs]
     paragraphs = [p for p in paragraphs if p and _has_letters_or_break(p)]
     paragraphs = _drop_bibliography(paragraphs, counts)
     header, paragraphs = _split_header(paragraphs, author_hint, title_hint)
@@ -555,13 +566,17 @@ def _join_wrapped(parts: list[str], counts: Counter) -> str:
 # --- inside a paragraph -----------------------------------------------------------------
 
 
-def _normalize_paragraph(paragraph: str, counts: Counter) -> str:
+def _base_language(language: str) -> str:
+    return language.strip().lower().replace("_", "-").split("-")[0]
+
+
+def _normalize_paragraph(paragraph: str, counts: Counter, guillemets: bool) -> str:
     lines = []
     for line in paragraph.split("\n"):
         line = line.strip()
         if "-" in line or "–" in line:
             line = _normalize_dashes(line, counts)
-        if '"' in line or "“" in line or "”" in line:
+        if guillemets and ('"' in line or "“" in line or "”" in line):
             line = _normalize_quotes(line, counts)
         line, n = _SPACES.subn(" ", line)
         counts["repeated_spaces"] += n
