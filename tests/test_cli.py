@@ -291,6 +291,7 @@ def test_corpus_builds_and_lists_what_it_skipped(double: Path, tmp_path: Path) -
     out = flat(result.stdout)
     assert "Андреев" in out and "target" in out
     assert "3 documents (" in out and "skipped 2 item(s)" in out
+    assert "warning" not in out
     assert "skipped prose/empty.txt: empty file" in out
     assert "skipped prose/garbage.bin: binary file" in out
     assert f"Wrote {double / 'corpus' / 'documents.jsonl'}" in out
@@ -308,6 +309,15 @@ def test_corpus_with_the_workspace_option(tmp_path: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 0, result.output
     assert "2 documents (" in flat(result.stdout) and "skipped 0 item(s)" in flat(result.stdout)
     assert (tmp_path / "d" / "corpus" / "documents.jsonl").is_file()
+
+
+def test_corpus_warns_when_nothing_of_the_target_is_held_out(double: Path, tmp_path: Path) -> None:
+    folder = prose_folder(tmp_path, good=1, bad=False)
+    assert invoke("add", folder, "--author", "Андреев", "--role", "target").exit_code == 0
+    result = invoke("corpus")
+    assert result.exit_code == 0, result.output
+    assert "warning: Андреев: only one work, so none is held out" in flat(result.stdout)
+    assert "only one work" in (double / "corpus" / "report.md").read_text(encoding="utf-8")
 
 
 def test_corpus_with_only_bad_files(double: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from dvoinik.corpus.build import (
     CorpusError,
     Document,
     build_corpus,
+    corpus_warnings,
     document_id,
     load_documents,
     mix_shares,
@@ -685,6 +686,29 @@ def test_progress_callbacks(tmp_path: Path) -> None:
     ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1), "b.txt": synthetic_text(2), "c.txt": ""})
     started: list[int] = []
     seen: list[str] = []
-    build_corpus(with_settings(ws, workers=2), on_start=started.append, on_file=lambda o: seen.append(o.label))
+    stages: list[str] = []
+    build_corpus(
+        with_settings(ws, workers=2),
+        on_start=started.append,
+        on_file=lambda o: seen.append(o.label),
+        on_stage=stages.append,
+    )
     assert started == [3]
     assert sorted(seen) == ["texts/a.txt", "texts/b.txt", "texts/c.txt"]
+    assert stages == ["deduplicating", "writing"]
+
+
+def test_warnings_name_what_weakens_the_corpus() -> None:
+    row = {"train_works": 1, "val_works": 0}
+    warnings = corpus_warnings(
+        {
+            "Автор": {"role": "target", **row},
+            "Учитель": {"role": "influence", **row},
+            "Пустой": {"role": "influence", "train_works": 0, "val_works": 0},
+        }
+    )
+    assert len(warnings) == 2
+    assert warnings[0].startswith("Автор: only one work, so none is held out")
+    assert warnings[1].startswith("Пустой: no usable text")
+    assert corpus_warnings({"Автор": {"role": "target", "train_works": 3, "val_works": 1}}) == []
+    assert corpus_warnings({"Учитель": {"role": "influence", **row}})[0].startswith("no target author")

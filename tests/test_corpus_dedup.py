@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import lzma
 import random
-import re
 from pathlib import Path
 
 import numpy as np

@@ -239,7 +239,7 @@ def test_html_text_without_navigation(tmp_path: Path) -> None:
 
 def test_html_mostly_pre_is_unstructured(tmp_path: Path) -> None:
     path = tmp_path / "old.html"
-    body = "\n".join("    Строка старого текста номер %d, свёрстанного вручную." % i for i in range(30))
+    body = "\n".join(f"    Строка старого текста номер {i}, свёрстанного вручную." for i in range(30))
     path.write_text(f"<html><body><h1>Заголовок</h1><pre>{body}</pre></body></html>", encoding="koi8-r")
     t = one(read_file(path))
     assert not t.structured and t.encoding == "koi8-r" and t.title == "Заголовок"
@@ -444,6 +444,17 @@ def test_unreadable_paths(tmp_path: Path) -> None:
             assert "cannot read" in skipped_reason(read_file(locked))
         finally:
             locked.chmod(0o644)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_pipes_and_devices_are_skipped_not_opened(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.txt"
+    os.mkfifo(pipe)  # opening it would block the build forever
+    assert "named pipe" in skipped_reason(read_file(pipe))
+    if Path("/dev/zero").exists():  # an endless stream behind an innocent name
+        device = tmp_path / "zeros.txt"
+        device.symlink_to("/dev/zero")
+        assert "character device" in skipped_reason(read_file(device))
 
 
 def test_enormous_single_line_is_fast(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ are turned into it by `DvoinikGroup`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, NoReturn, Optional, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -111,7 +112,7 @@ class DvoinikGroup(TyperGroup):
         hint = f" (see `{err_ctx.command_path} --help`)" if err_ctx is not None else ""
         fail(message + hint)
 
-    def make_context(self, info_name: Optional[str], args: list[str], parent: Any = None, **extra: Any) -> Any:
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except NoArgsIsHelpError:
@@ -144,7 +145,7 @@ app = typer.Typer(
 
 @dataclass(frozen=True)
 class CliState:
-    workspace: Optional[Path]  # -w/--workspace, if given
+    workspace: Path | None  # -w/--workspace, if given
 
 
 def open_workspace(ctx: typer.Context) -> Workspace:
@@ -164,7 +165,7 @@ def _version(value: bool) -> None:
 def main(
     ctx: typer.Context,
     workspace: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "-w", "--workspace", metavar="DIR",
             help=f"The workspace folder (holding {CONFIG_NAME}); default: found by walking up from here.",
@@ -194,10 +195,10 @@ def _shown(path: Path) -> str:
 def init(
     ctx: typer.Context,
     directory: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Argument(metavar="DIR", help="Folder to create the workspace in (default: -w DIR, else here)."),
     ] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="The double's name (default: the folder's name).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The double's name (default: the folder's name).")] = None,
     language: Annotated[str, typer.Option("--language", help="Language of the texts.")] = "ru",
 ) -> None:
     """Create a workspace: a folder with dvoinik.toml."""
@@ -239,7 +240,7 @@ def add(
     paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Files or folders (read recursively).")],
     author: Annotated[str, typer.Option("--author", "-a", help="The author of these texts.")],
     role: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--role", "-r", metavar="|".join(ROLES),
             help="target: the writer whose double this is (one per double); influence: writers who "
@@ -247,7 +248,7 @@ def add(
         ),
     ] = None,
     weight: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
             "--weight", help="Multiplier on the author's share of training tokens "
             "(default: the author's recorded weight, else 10 for target, 1 for influence).",
@@ -283,7 +284,7 @@ def corpus_command(ctx: typer.Context) -> None:
     ws = open_workspace(ctx)
     out = _console()
     progress = Progress(
-        TextColumn("[bold]reading and cleaning"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("files"),
@@ -293,7 +294,7 @@ def corpus_command(ctx: typer.Context) -> None:
         transient=True,
     )
     with progress:
-        task = progress.add_task("read", total=None, mb=0.0, rate=0.0)
+        task = progress.add_task("reading and cleaning", total=None, mb=0.0, rate=0.0)
 
         def on_start(files: int) -> None:
             progress.update(task, total=files)
@@ -303,10 +304,15 @@ def corpus_command(ctx: typer.Context) -> None:
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, mb=mb, rate=mb / elapsed)
 
-        result = build_corpus(ws, on_start=on_start, on_file=on_file)
+        def on_stage(name: str) -> None:
+            progress.update(task, description=name)
+
+        result = build_corpus(ws, on_start=on_start, on_file=on_file, on_stage=on_stage)
     report = result.report
     out.print(authors_table(report))
     out.print(summary_line(report))
+    for warning in report["warnings"]:
+        out.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     for skipped in report["files"]["skipped"]:
         out.print(Text(f"skipped {skipped['source']}: {skipped['reason']}", style="yellow"), soft_wrap=True)
     out.print(f"Wrote {result.corpus_dir / DOCUMENTS_FILE} and report.md / report.json beside it.")

@@ -15,10 +15,10 @@ import secrets
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from dvoinik.corpus.clean import clean_text
 from dvoinik.corpus.dedup import (
@@ -204,7 +204,7 @@ def split_by_work(works: list[CleanedWork], ids: list[str], settings: CorpusSett
     for i, work in enumerate(works):
         by_author[work.author].append(i)
     split = {}
-    for author, members in by_author.items():
+    for _author, members in by_author.items():
         role = works[members[0]].role
         words = {i: word_count(works[i].text) for i in members}
         total = sum(words.values())
@@ -263,8 +263,14 @@ def build_corpus(
     ws: Workspace,
     on_start: Callable[[int], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> BuildResult:
-    """Build the corpus of a workspace and write it under `ws.corpus_dir`."""
+    """Build the corpus of a workspace and write it under `ws.corpus_dir`.
+
+    The callbacks report progress: the number of files, each file read, and the name of
+    each later stage as it begins ("deduplicating", "writing").
+    """
+    stage = on_stage or (lambda name: None)
     settings = ws.corpus
     started = time.perf_counter()
     if not ws.sources:
@@ -289,6 +295,7 @@ def build_corpus(
         skipped.append({"source": work.source, "reason": f"fewer than {settings.min_document_words} words after cleaning"})
     works = [w for w in works if word_count(w.text) >= settings.min_document_words]
 
+    stage("deduplicating")
     # Earlier wins in deduplication: the target author's copy, then the longer text.
     works.sort(key=lambda w: (w.role != "target", -len(w.text), w.source))
     ids = _unique_ids([document_id(w.source) for w in works])
@@ -337,6 +344,7 @@ def build_corpus(
     ]
 
     weights = _author_weights(ws.sources)
+    authors = _author_table(documents, ws.sources)
     report = {
         "workspace": ws.name,
         "settings": asdict(settings),
@@ -364,7 +372,8 @@ def build_corpus(
             for d in duplicates
         ],
         "paragraphs_removed": _paragraph_summary(paragraphs, works, ids),
-        "authors": _author_table(documents, ws.sources),
+        "authors": authors,
+        "warnings": corpus_warnings(authors),
         "mix": mix_shares(documents, weights),
         "totals": _totals(documents),
         "speed": {
@@ -378,11 +387,29 @@ def build_corpus(
     total_seconds = time.perf_counter() - started
     report["speed"]["total_seconds"] = round(total_seconds, 3)
     report["speed"]["mb_per_second"] = round(raw_bytes / 1e6 / max(total_seconds, 1e-9), 2)
+    stage("writing")
     try:
         write_corpus(corpus_dir, documents, report)
     except OSError as exc:  # a read-only workspace or a full disk is the user's to fix, not a traceback
         raise CorpusError(f"{corpus_dir}: cannot write the corpus: {exc.strerror or exc}") from exc
     return BuildResult(documents=documents, report=report, corpus_dir=corpus_dir)
+
+
+def corpus_warnings(authors: dict[str, dict]) -> list[str]:
+    """What makes the corpus weaker than the user likely meant, each in one line."""
+    warnings = []
+    targets = [a for a, row in authors.items() if row["role"] == "target"]
+    if not targets:
+        warnings.append("no target author: record one with `dvoinik add PATH --author NAME --role target`")
+    for author, row in authors.items():
+        if row["train_works"] + row["val_works"] == 0:
+            warnings.append(f"{author}: no usable text (every file was skipped or a duplicate)")
+        elif row["role"] == "target" and row["val_works"] == 0:
+            warnings.append(
+                f"{author}: only one work, so none is held out and validation cannot measure the "
+                "author; add more works, or split books into chapters with `--sections chapters`"
+            )
+    return warnings
 
 
 def _unique_ids(ids: list[str]) -> list[str]:

@@ -16,6 +16,7 @@ import statistics
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 # --- characters -------------------------------------------------------------------------
 
@@ -448,8 +449,8 @@ def _page_number_lines(lines: list[str]) -> set[int]:
     numbered = [(i, int(line)) for i, line in enumerate(lines) if _NUMBER_LINE.match(line.strip())]
     if len(numbered) >= 5:
         position = {i: k for k, i in enumerate(j for j, line in enumerate(lines) if line.strip())}
-        gaps = [position[b[0]] - position[a[0]] for a, b in zip(numbered, numbered[1:])]
-        steps = sum(1 for a, b in zip(numbered, numbered[1:]) if b[1] == a[1] + 1)
+        gaps = [position[b[0]] - position[a[0]] for a, b in pairwise(numbered)]
+        steps = sum(1 for a, b in pairwise(numbered) if b[1] == a[1] + 1)
         if statistics.median(gaps) <= 50 and steps >= 0.7 * len(gaps):
             pages.update(i for i, _ in numbered)
     return pages
@@ -512,7 +513,7 @@ def _unwrap(lines: list[str], width: int, counts: Counter) -> list[str]:
             flush()
             previous_full = False
             continue
-        next_line = next((l.strip() for l in lines[i + 1 : i + 3] if l.strip()), None)
+        next_line = next((line.strip() for line in lines[i + 1 : i + 3] if line.strip()), None)
         if _NUMBER_LINE.match(stripped) or _PAGE_NUMBER.match(stripped):
             joined_so_far = " ".join(current) if current else (paragraphs[-1] if paragraphs else "")
             if _is_page_number(stripped, [joined_so_far] if joined_so_far else [], next_line):

@@ -27,12 +27,13 @@ import math
 import os
 import posixpath
 import re
+import stat
 import tarfile
 import zipfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -192,6 +193,15 @@ def list_source_files(path: Path) -> list[Path]:
     return sorted(found)
 
 
+def _file_kind(mode: int) -> str:
+    """'' for a regular file, else what it is, in words."""
+    if stat.S_ISREG(mode):
+        return ""
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
 def read_file(path: Path, *, sections: str = "auto", max_bytes: int = 512 * 1024 * 1024) -> ReadResult:
     """Read one file (or archive) into texts; never raises for bad input."""
     source = str(path)
@@ -200,8 +210,10 @@ def read_file(path: Path, *, sections: str = "auto", max_bytes: int = 512 * 1024
         raise ValueError(f"sections must be one of {SECTIONS}, not {sections!r}")  # a caller bug, not bad input
     try:
         path = Path(path)
-        if path.is_dir():
-            result.skipped.append(Skipped(source, "is a directory, not a file"))
+        kind = _file_kind(path.stat().st_mode)
+        if kind:
+            # Opening a pipe blocks forever and a device never ends: only regular files are read.
+            result.skipped.append(Skipped(source, f"is {kind}, not a regular file"))
             return result
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)
@@ -410,7 +422,7 @@ def _canonical_encoding(name: str) -> str | None:
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _char_bits(ch: str) -> float:
     """Log-likelihood (bits) of one non-ASCII char in Russian prose."""
     low = ch.lower()
@@ -423,7 +435,7 @@ def _char_bits(ch: str) -> float:
     return _ODD_BITS
 
 
-@lru_cache(maxsize=None)
+@cache
 def _byte_bits(encoding: str) -> tuple[float, ...]:
     """For each byte 0x80-0xFF: its char's Russian log-likelihood in `encoding`."""
     table = []

@@ -55,6 +55,8 @@ def render_markdown(report: dict) -> str:
         "| author | role | weight | works train/val | words train | words val | raw share | effective share |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    if report["warnings"]:
+        lines[4:4] = ["**Warnings:**", "", *[f"- {w}" for w in report["warnings"]], ""]
     for author, row in report["authors"].items():
         mix = report["mix"].get(author, {})
         lines.append(
