@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -20,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dvoinik.atomic import temporary_sibling
 from dvoinik.corpus.clean import clean_text
 from dvoinik.corpus.dedup import (
     DedupSettings,
@@ -204,7 +204,7 @@ def split_by_work(works: list[CleanedWork], ids: list[str], settings: CorpusSett
     for i, work in enumerate(works):
         by_author[work.author].append(i)
     split = {}
-    for _author, members in by_author.items():
+    for members in by_author.values():
         role = works[members[0]].role
         words = {i: word_count(works[i].text) for i in members}
         total = sum(words.values())
@@ -398,8 +398,7 @@ def build_corpus(
 def corpus_warnings(authors: dict[str, dict]) -> list[str]:
     """What makes the corpus weaker than the user likely meant, each in one line."""
     warnings = []
-    targets = [a for a, row in authors.items() if row["role"] == "target"]
-    if not targets:
+    if not any(row["role"] == "target" for row in authors.values()):
         warnings.append("no target author: record one with `dvoinik add PATH --author NAME --role target`")
     for author, row in authors.items():
         if row["train_works"] + row["val_works"] == 0:
@@ -489,7 +488,7 @@ def write_corpus(corpus_dir: Path, documents: list[Document], report: dict) -> N
     """Write the three corpus files into a fresh folder, then swap it in for `corpus_dir`."""
     corpus_dir.parent.mkdir(parents=True, exist_ok=True)
     # Not mkdtemp: its folder is private (0700), and corpus/ should get the mode any new folder gets.
-    staging = corpus_dir.with_name(f".{corpus_dir.name}.{secrets.token_hex(6)}.tmp")
+    staging = temporary_sibling(corpus_dir)
     staging.mkdir()
     previous = corpus_dir.with_name(f".{corpus_dir.name}.old")
     try:

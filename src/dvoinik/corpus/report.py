@@ -50,13 +50,12 @@ def render_markdown(report: dict) -> str:
         f"Read {files['listed']} files ({speed['input_mb']:.1f} MB of text) in {speed['total_seconds']:.1f} s "
         f"({speed['mb_per_second']:.1f} MB/s, {speed['workers']} workers).",
         "",
+        *(["**Warnings:**", "", *[f"- {w}" for w in report["warnings"]], ""] if report["warnings"] else []),
         "## Authors and mix",
         "",
         "| author | role | weight | works train/val | words train | words val | raw share | effective share |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    if report["warnings"]:
-        lines[4:4] = ["**Warnings:**", "", *[f"- {w}" for w in report["warnings"]], ""]
     for author, row in report["authors"].items():
         mix = report["mix"].get(author, {})
         lines.append(
