@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import tomlkit
+from synthetic import synthetic_prose
 from typer.testing import CliRunner
 
 from dvoinik import __version__
@@ -251,18 +252,6 @@ def test_console_script_end_to_end(tmp_path: Path, books: Path) -> None:
 # ---------------------------------------------------------------- corpus
 
 
-def prose(seed: int, paragraphs: int = 8) -> str:
-    """Paragraphs of random Russian-looking words: a work no other seed duplicates."""
-    import random
-
-    rng = random.Random(seed)
-    syllables = "ба ве го да ле ми но пу ра со ти ку ше ча зы ль ст кр пр тр ой ей ар ор".split()
-    vocabulary = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(1000)]
-    return "\n\n".join(
-        " ".join(rng.choice(vocabulary) for _ in range(rng.randint(20, 40))).capitalize() + "." for _ in range(paragraphs)
-    )
-
-
 def prose_folder(root: Path, good: int, bad: bool) -> Path:
     """root/prose with `good` texts and, if `bad`, an empty file and binary garbage."""
     import random
@@ -270,7 +259,7 @@ def prose_folder(root: Path, good: int, bad: bool) -> Path:
     folder = root / "prose"
     folder.mkdir(parents=True)
     for i in range(good):
-        (folder / f"work{i}.txt").write_text(prose(i), encoding="utf-8")
+        (folder / f"work{i}.txt").write_text(synthetic_prose(i, 8), encoding="utf-8")
     if bad:
         (folder / "empty.txt").write_bytes(b"")
         (folder / "garbage.bin").write_bytes(random.Random(0).randbytes(4096))

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from synthetic import synthetic_prose, synthetic_words
 
 from dvoinik.corpus import build as buildmod
 from dvoinik.corpus.build import (
@@ -39,27 +40,9 @@ FIELDS = {"id", "author", "role", "title", "source", "split", "text"}
 ANDREEV = ("iuda_iskariot", "khristiane", "tak_bylo", "voskresenie_vsekh_mertvykh")
 CHEKHOV = ("agafia", "albom", "aniuta")
 GORKY = ("chelovek", "delo_s_zastezhkami", "chelkash")
-SYLLABLES = "ба ве го да ле ми но пу ра со ти ку ше ча ёж зы ль вь ст кр пр тр ой ей ар ор".split()
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def synthetic_text(seed: int, paragraphs: int = 12) -> str:
-    """Prose-like paragraphs of random Russian-looking words; different seeds never look alike."""
-    rng = random.Random(seed)
-    vocabulary = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(2000)]
-    out = []
-    for _ in range(paragraphs):
-        words = [rng.choice(vocabulary) for _ in range(rng.randint(20, 50))]
-        out.append(" ".join(words).capitalize() + ".")
-    return "\n\n".join(out)
-
-
-def words_text(n: int, seed: int = 0) -> str:
-    """One paragraph of exactly `n` distinct-looking words."""
-    rng = random.Random(seed)
-    return " ".join("".join(rng.choice(SYLLABLES) for _ in range(3)) for _ in range(n)).capitalize() + "."
 
 
 def copy_works(corpus: Path, author: str, works: tuple[str, ...], dest: Path) -> Path:
@@ -396,10 +379,10 @@ XXE_FB2 = """<?xml version="1.0" encoding="utf-8"?>
 def make_bad_folder(folder: Path) -> dict[str, str]:
     """One good text and every kind of bad file; returns bad file name -> expected reason words."""
     folder.mkdir(parents=True)
-    good = synthetic_text(1)
+    good = synthetic_prose(1, 12)
     (folder / "good.txt").write_text(good, encoding="utf-8")
-    packed_xz = lzma.compress(synthetic_text(2).encode("utf-8"))
-    packed_gz = gzip.compress(synthetic_text(3).encode("utf-8"))
+    packed_xz = lzma.compress(synthetic_prose(2, 12).encode("utf-8"))
+    packed_gz = gzip.compress(synthetic_prose(3, 12).encode("utf-8"))
     (folder / "empty.txt").write_bytes(b"")
     (folder / "garbage.bin").write_bytes(random.Random(0).randbytes(8192))
     (folder / "cut.txt.xz").write_bytes(packed_xz[: len(packed_xz) // 2])
@@ -408,9 +391,9 @@ def make_bad_folder(folder: Path) -> dict[str, str]:
     (folder / "malformed.fb2").write_bytes(
         b'<?xml version="1.0" encoding="utf-8"?>\n<FictionBook><body><section><p>\xd0\x9e\xd0\xbd <<<>>> </p </section'
     )
-    (folder / "xxe.fb2").write_text(XXE_FB2.format(text=words_text(60, seed=5)), encoding="utf-8")
+    (folder / "xxe.fb2").write_text(XXE_FB2.format(text=synthetic_words(60, seed=5)), encoding="utf-8")
     (folder / "dangling.txt").symlink_to(folder / "no-such-file.txt")
-    (folder / "locked.txt").write_text(synthetic_text(4), encoding="utf-8")
+    (folder / "locked.txt").write_text(synthetic_prose(4, 12), encoding="utf-8")
     (folder / "locked.txt").chmod(0)
     return {
         "empty.txt": "empty",
@@ -427,7 +410,7 @@ def test_bad_files_beside_a_good_text(tmp_path: Path) -> None:
     folder = tmp_path / "books" / "mixed"
     bad = make_bad_folder(folder)
     # A 3 MB text on a single line, no newline anywhere.
-    huge = words_text(300_000, seed=9)
+    huge = synthetic_words(300_000, seed=9)
     (folder / "one_line.txt").write_text(huge, encoding="utf-8")
     assert "\n" not in huge and (folder / "one_line.txt").stat().st_size > 3_000_000
     before = snapshot(folder)
@@ -445,7 +428,7 @@ def test_bad_files_beside_a_good_text(tmp_path: Path) -> None:
     assert after[str(folder / "locked.txt")][:2] == before[str(folder / "locked.txt")][:2]
 
     sources = docs_by_source(result)
-    good_words = synthetic_text(1).split()
+    good_words = synthetic_prose(1, 12).split()
     assert sources["mixed/good.txt"].text.split() == good_words
     assert len(sources["mixed/one_line.txt"].text) > 1_000_000  # handled as one (big) work
     assert "mixed/xxe.fb2" in sources  # its own text is read...
@@ -505,7 +488,7 @@ def test_empty_source_folder_is_an_error(tmp_path: Path) -> None:
 
 
 def test_nothing_usable_keeps_the_previous_corpus(tmp_path: Path) -> None:
-    ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1), "b.txt": synthetic_text(2)})
+    ws = simple_workspace(tmp_path, {"a.txt": synthetic_prose(1, 12), "b.txt": synthetic_prose(2, 12)})
     build_corpus(ws)
     old = (ws.corpus_dir / DOCUMENTS_FILE).read_bytes()
     for name in ("a.txt", "b.txt"):
@@ -521,7 +504,7 @@ def test_nothing_usable_keeps_the_previous_corpus(tmp_path: Path) -> None:
 
 def test_short_documents_are_dropped_and_reported(tmp_path: Path) -> None:
     ws = simple_workspace(
-        tmp_path, {"long.txt": words_text(80, seed=1), "short.txt": words_text(30, seed=2), "tiny.txt": "Три слова тут."}
+        tmp_path, {"long.txt": synthetic_words(80, seed=1), "short.txt": synthetic_words(30, seed=2), "tiny.txt": "Три слова тут."}
     )
     # The setting is read from dvoinik.toml.
     config = ws.config_path
@@ -593,10 +576,10 @@ def interrupted_documents(monkeypatch: pytest.MonkeyPatch, target: Path) -> None
 
 @pytest.mark.parametrize("failure", [failing_markdown, interrupted_documents, failing_replace])
 def test_a_failed_write_keeps_the_previous_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure) -> None:
-    ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1), "b.txt": synthetic_text(2)})
+    ws = simple_workspace(tmp_path, {"a.txt": synthetic_prose(1, 12), "b.txt": synthetic_prose(2, 12)})
     build_corpus(ws)
     old = {name: (ws.corpus_dir / name).read_bytes() for name in (DOCUMENTS_FILE, REPORT_JSON, REPORT_MD)}
-    (tmp_path / "books" / "texts" / "c.txt").write_text(synthetic_text(3), encoding="utf-8")
+    (tmp_path / "books" / "texts" / "c.txt").write_text(synthetic_prose(3, 12), encoding="utf-8")
 
     with monkeypatch.context() as patch:
         failure(patch, ws.corpus_dir)
@@ -612,7 +595,7 @@ def test_a_failed_write_keeps_the_previous_corpus(tmp_path: Path, monkeypatch: p
 
 
 def test_a_failed_first_write_leaves_no_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1)})
+    ws = simple_workspace(tmp_path, {"a.txt": synthetic_prose(1, 12)})
     failing_markdown(monkeypatch, ws.corpus_dir)
     with pytest.raises(Boom):
         build_corpus(ws)
@@ -622,7 +605,7 @@ def test_a_failed_first_write_leaves_no_corpus(tmp_path: Path, monkeypatch: pyte
 
 def test_a_write_error_is_a_corpus_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full disk (or a read-only workspace) is one clear message, and the old corpus stays."""
-    ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1)})
+    ws = simple_workspace(tmp_path, {"a.txt": synthetic_prose(1, 12)})
     build_corpus(ws)
     old = (ws.corpus_dir / DOCUMENTS_FILE).read_bytes()
 
@@ -639,7 +622,7 @@ def test_a_write_error_is_a_corpus_error(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_a_build_killed_mid_swap_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed between moving corpus/ aside and moving the new one in: the old one is not lost."""
-    ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1)})
+    ws = simple_workspace(tmp_path, {"a.txt": synthetic_prose(1, 12)})
     build_corpus(ws)
     old = (ws.corpus_dir / DOCUMENTS_FILE).read_bytes()
     os.replace(ws.corpus_dir, ws.root / ".corpus.old")  # what the killed build left
@@ -651,21 +634,21 @@ def test_a_build_killed_mid_swap_is_recovered(tmp_path: Path, monkeypatch: pytes
     only_corpus_complete(ws.root)
 
     os.replace(ws.corpus_dir, ws.root / ".corpus.old")
-    (tmp_path / "books" / "texts" / "b.txt").write_text(synthetic_text(2), encoding="utf-8")
+    (tmp_path / "books" / "texts" / "b.txt").write_text(synthetic_prose(2, 12), encoding="utf-8")
     result = build_corpus(ws)
     assert len(read_jsonl(ws.corpus_dir / DOCUMENTS_FILE)) == len(result.documents) == 2
     only_corpus_complete(ws.root)
 
 
 def test_corpus_folder_gets_the_usual_mode(tmp_path: Path) -> None:
-    ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1)})
+    ws = simple_workspace(tmp_path, {"a.txt": synthetic_prose(1, 12)})
     build_corpus(ws)
     (tmp_path / "plain").mkdir()
     assert stat.S_IMODE(ws.corpus_dir.stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
 
 
 def test_a_leftover_backup_does_not_break_the_build(tmp_path: Path) -> None:
-    ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1)})
+    ws = simple_workspace(tmp_path, {"a.txt": synthetic_prose(1, 12)})
     build_corpus(ws)
     (ws.root / ".corpus.old").mkdir()
     (ws.root / ".corpus.old" / DOCUMENTS_FILE).write_text("{}\n", encoding="utf-8")
@@ -683,7 +666,7 @@ def test_document_ids_are_stable_and_unique() -> None:
 
 
 def test_progress_callbacks(tmp_path: Path) -> None:
-    ws = simple_workspace(tmp_path, {"a.txt": synthetic_text(1), "b.txt": synthetic_text(2), "c.txt": ""})
+    ws = simple_workspace(tmp_path, {"a.txt": synthetic_prose(1, 12), "b.txt": synthetic_prose(2, 12), "c.txt": ""})
     started: list[int] = []
     seen: list[str] = []
     stages: list[str] = []

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import lzma
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import synthetic_prose
 
 from dvoinik.corpus.dedup import (
     DedupSettings,
@@ -23,24 +23,6 @@ from dvoinik.corpus.dedup import (
 )
 
 SETTINGS = DedupSettings()
-SYLLABLES = "ба ве го да ле ми но пу ра со ти ку ше ча ёж зы ль но вь ст кр пр тр ой ей ар ор".split()
-
-
-def synthetic_work(seed: int, paragraphs: int = 60) -> str:
-    """A work of random words in Russian letters (with ё, dashes, quotes); seeds never collide."""
-    rng = random.Random(seed)
-    vocabulary = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(3000)]
-    out = []
-    for p in range(paragraphs):
-        words = [rng.choice(vocabulary) for _ in range(rng.randint(15, 60))]
-        sentence = " ".join(words).capitalize()
-        if p % 3 == 0:
-            sentence = "— " + sentence.replace(" ", " — ", 1)
-        if p % 4 == 0:
-            half = len(words) // 2
-            sentence = " ".join(words[:half]) + " «" + " ".join(words[half:]) + "»"
-        out.append(sentence + ".")
-    return "\n\n".join(out)
 
 
 def load_work(path: Path) -> str:
@@ -96,7 +78,7 @@ def long_work(request: pytest.FixtureRequest) -> str:
     try:
         corpus = request.getfixturevalue("shared_corpus")
     except pytest.skip.Exception:
-        return "\n\n".join(synthetic_work(seed) for seed in range(100, 110))
+        return "\n\n".join(synthetic_prose(seed, 60, dialogue=True) for seed in range(100, 110))
     return load_work(corpus / "ru-classics/chekhov/duel.txt.xz")
 
 
@@ -152,7 +134,7 @@ def test_sampled_jaccard_estimates_the_full_one(long_work: str) -> None:
     ids=["rewrapped", "ascii-dashes-quotes", "e-for-yo", "all-three"],
 )
 def test_edition_variants_are_exact_duplicates(long_work: str, variant) -> None:
-    texts = [long_work, synthetic_work(1), variant(long_work)]
+    texts = [long_work, synthetic_prose(1, 60, dialogue=True), variant(long_work)]
     assert variant(long_work) != long_work
     found = find_duplicate_documents(texts, SETTINGS)
     assert found == [DuplicateDocument(2, 0, "exact", 1.0)]
@@ -161,7 +143,7 @@ def test_edition_variants_are_exact_duplicates(long_work: str, variant) -> None:
 @pytest.mark.parametrize("missing_every", [20, 12])
 def test_work_with_paragraphs_missing_is_a_near_duplicate(long_work: str, missing_every: int) -> None:
     shortened = ascii_punctuation(without_yo(rewrap(drop_every(long_work, missing_every))))
-    texts = [synthetic_work(2), long_work, synthetic_work(3), shortened]
+    texts = [synthetic_prose(2, 60, dialogue=True), long_work, synthetic_prose(3, 60, dialogue=True), shortened]
     found = find_duplicate_documents(texts, SETTINGS)
     assert pairs(found) == {(3, 1, "near")}
     assert 0.8 <= found[0].similarity < 1.0
@@ -169,9 +151,9 @@ def test_work_with_paragraphs_missing_is_a_near_duplicate(long_work: str, missin
 
 def test_same_text_under_two_authors_keeps_the_first(long_work: str) -> None:
     """The caller's order decides: the target author's copy comes first and stays."""
-    texts = [synthetic_work(4), drop_every(long_work, 20), long_work]
+    texts = [synthetic_prose(4, 60, dialogue=True), drop_every(long_work, 20), long_work]
     assert pairs(find_duplicate_documents(texts, SETTINGS)) == {(2, 1, "near")}
-    texts = [long_work, synthetic_work(4), long_work]
+    texts = [long_work, synthetic_prose(4, 60, dialogue=True), long_work]
     assert pairs(find_duplicate_documents(texts, SETTINGS)) == {(2, 0, "exact")}
     # A second copy of a near duplicate is reported against the kept work, not the copy.
     shortened = drop_every(long_work, 20)
@@ -183,7 +165,7 @@ def test_same_text_under_two_authors_keeps_the_first(long_work: str) -> None:
 def test_excerpt_is_contained_in_its_work(long_work: str) -> None:
     paragraphs = split_paragraphs(long_work)
     excerpt = rewrap("\n\n".join(paragraphs[len(paragraphs) // 3 : len(paragraphs) // 3 + len(paragraphs) // 8]))
-    found = find_duplicate_documents([long_work, synthetic_work(5), excerpt], SETTINGS)
+    found = find_duplicate_documents([long_work, synthetic_prose(5, 60, dialogue=True), excerpt], SETTINGS)
     assert pairs(found) == {(2, 0, "near")}
     assert found[0].similarity >= 0.9
     # A longer work is never removed for containing a shorter, earlier one.
@@ -195,7 +177,7 @@ def test_similarity_below_the_threshold_is_not_a_duplicate(long_work: str) -> No
     paragraphs = split_paragraphs(long_work)
     sizes = np.cumsum([len(p.split()) for p in paragraphs])
     cut = int(np.searchsorted(sizes, 0.86 * sizes[-1]))
-    foreign = split_paragraphs("\n\n".join(synthetic_work(s) for s in range(60, 100)))
+    foreign = split_paragraphs("\n\n".join(synthetic_prose(s, 60, dialogue=True) for s in range(60, 100)))
     foreign_sizes = np.cumsum([len(p.split()) for p in foreign])
     take = int(np.searchsorted(foreign_sizes, sizes[-1] - sizes[cut]))
     revision = "\n\n".join(paragraphs[:cut] + foreign[:take])
@@ -206,9 +188,9 @@ def test_similarity_below_the_threshold_is_not_a_duplicate(long_work: str) -> No
 
 
 def test_different_works_are_not_duplicates() -> None:
-    texts = [synthetic_work(seed) for seed in range(6, 12)]
+    texts = [synthetic_prose(seed, 60, dialogue=True) for seed in range(6, 12)]
     # Sharing a few paragraphs (a reprinted preface) does not make works duplicates.
-    texts.append(split_paragraphs(texts[0])[0] + "\n\n" + synthetic_work(12))
+    texts.append(split_paragraphs(texts[0])[0] + "\n\n" + synthetic_prose(12, 60, dialogue=True))
     assert find_duplicate_documents(texts, SETTINGS) == []
 
 
@@ -221,7 +203,7 @@ def test_different_works_of_one_author_are_not_duplicates(shared_corpus: Path) -
 
 
 def test_duplicates_are_deterministic(long_work: str) -> None:
-    texts = [long_work, synthetic_work(13), drop_every(long_work, 15), synthetic_work(14), long_work[: len(long_work) // 4]]
+    texts = [long_work, synthetic_prose(13, 60, dialogue=True), drop_every(long_work, 15), synthetic_prose(14, 60, dialogue=True), long_work[: len(long_work) // 4]]
     first = find_duplicate_documents(texts, SETTINGS)
     assert first == find_duplicate_documents(list(texts), SETTINGS)
     assert {d.removed for d in first} == {2, 4}
@@ -252,7 +234,7 @@ def by_kind(found, kind: str) -> set[tuple[int, str]]:
 
 
 def test_long_paragraph_from_an_earlier_work_is_repeated() -> None:
-    works = [synthetic_work(s, 10) for s in range(20, 23)]
+    works = [synthetic_prose(s, 10, dialogue=True) for s in range(20, 23)]
     texts = [
         works[0] + "\n\n" + STORY,
         works[1] + "\n\n" + rewrap(ascii_punctuation(without_yo(STORY)), 30),
@@ -268,7 +250,7 @@ def test_long_paragraph_from_an_earlier_work_is_repeated() -> None:
 
 
 def test_skipped_works_neither_lose_nor_count_paragraphs() -> None:
-    works = [synthetic_work(s, 10) for s in range(30, 33)]
+    works = [synthetic_prose(s, 10, dialogue=True) for s in range(30, 33)]
     texts = [works[0] + "\n\n" + STORY, works[1] + "\n\n" + STORY, works[2] + "\n\n" + STORY]
     found = find_repeated_paragraphs(texts, {0}, SETTINGS)
     assert {(p.document, p.kind, p.first_seen, p.count) for p in found} == {(2, "repeated", 1, 2)}
@@ -277,10 +259,10 @@ def test_skipped_works_neither_lose_nor_count_paragraphs() -> None:
 def test_boilerplate_needs_enough_works_and_spares_the_authors_lines() -> None:
     authored = ["— Да.", "— Что? — спросил он.", "* * *", "II", "Глава первая", "Конец", "Да.", "Нет!", "Боже мой!", "Х", "Он засмеялся."]
     junk = ["Источник: http://az.lib.ru/", "Моя дорогая (франц.).", "Навигация"]
-    works = [synthetic_work(s, 8) for s in range(40, 44)]
+    works = [synthetic_prose(s, 8, dialogue=True) for s in range(40, 44)]
     texts = ["\n\n".join([junk[0], *authored, w, junk[1], junk[1]]) for w in works[:3]]
     texts.append("\n\n".join([works[3], junk[2], junk[0]]))
-    texts.append("\n\n".join([synthetic_work(44, 8), junk[2]]))  # "Навигация" in two works only
+    texts.append("\n\n".join([synthetic_prose(44, 8, dialogue=True), junk[2]]))  # "Навигация" in two works only
     found = find_repeated_paragraphs(texts, set(), SETTINGS)
     boiler = by_kind(found, "boilerplate")
     source = matching_key(junk[0])
@@ -296,14 +278,14 @@ def test_short_lines_in_the_middle_of_works_are_prose_not_boilerplate() -> None:
     prose = ["Он засмеялся:", "Милостивый государь,", "Я", "СКАНДАЛ"]
     texts = []
     for seed in range(60, 65):
-        head, tail = synthetic_work(seed, 14), synthetic_work(seed + 100, 14)
+        head, tail = synthetic_prose(seed, 14, dialogue=True), synthetic_prose(seed + 100, 14, dialogue=True)
         texts.append("\n\n".join(["Оцените этот текст", head, *prose, tail]))
     found = find_repeated_paragraphs(texts, set(), SETTINGS)
     assert {matching_key(p.text) for p in found} == {"оцените этот текст"}
     assert sorted(p.document for p in found) == list(range(5))
     assert all(p.count == 5 for p in found)
     # A narrow edge setting misses a header only when it lies deeper than the edge.
-    deep = ["\n\n".join([synthetic_work(seed, 14), "Оцените этот текст", synthetic_work(seed + 100, 14)]) for seed in range(70, 74)]
+    deep = ["\n\n".join([synthetic_prose(seed, 14, dialogue=True), "Оцените этот текст", synthetic_prose(seed + 100, 14, dialogue=True)]) for seed in range(70, 74)]
     assert find_repeated_paragraphs(deep, set(), DedupSettings(boilerplate_edge_paragraphs=3)) == []
     assert len(find_repeated_paragraphs(deep, set(), DedupSettings(boilerplate_edge_paragraphs=15))) == 4
 
@@ -319,7 +301,7 @@ def test_drop_paragraphs_by_matching_key() -> None:
 
 def test_found_paragraphs_drop_cleanly() -> None:
     """What find_repeated_paragraphs reports, drop_paragraphs removes (every copy)."""
-    works = [synthetic_work(s, 6) for s in range(50, 53)]
+    works = [synthetic_prose(s, 6, dialogue=True) for s in range(50, 53)]
     texts = [f"{w}\n\n{STORY}\n\nОцените этот текст" for w in works]
     texts[2] = texts[2] + "\n\n" + STORY
     found = find_repeated_paragraphs(texts, set(), SETTINGS)
