@@ -129,11 +129,11 @@ def test_workspace_option_chooses_the_workspace(tmp_path: Path, books: Path, mon
 
 def test_add_keeps_comments_and_other_tables(double: Path, books: Path) -> None:
     config = double / "dvoinik.toml"
-    config.write_text(config.read_text(encoding="utf-8") + "\n# later stage\n[train]\nsteps = 5000  # keep me\n", encoding="utf-8")
+    config.write_text(config.read_text(encoding="utf-8") + "\n# later stage\n[studio]\nport = 5001  # keep me\n", encoding="utf-8")
     assert invoke("add", books / "andreev", "--author", "Андреев", "--role", "target").exit_code == 0
     text = config.read_text(encoding="utf-8")
-    assert "# later stage" in text and "steps = 5000  # keep me" in text
-    assert tomlkit.parse(text).unwrap()["train"] == {"steps": 5000}
+    assert "# later stage" in text and "port = 5001  # keep me" in text
+    assert tomlkit.parse(text).unwrap()["studio"] == {"port": 5001}
 
 
 # ---------------------------------------------------------------- user mistakes

@@ -264,7 +264,8 @@ def test_absolute_paths_in_the_toml_are_kept(ws: Workspace, books: Path) -> None
 def test_add_preserves_comments_and_other_sections(ws: Workspace, books: Path) -> None:
     text = ws.config_path.read_text(encoding="utf-8")
     text = text.replace("seed = 1234", "seed = 99  # my lucky seed")
-    text += "\n# training: decided with the editor\n[train]\nbase = \"ai-forever/rugpt3small_based_on_gpt2\"  # small first\nsave_every = 5000\n"
+    text = text.replace("[train]", "# training: decided with the editor\n[train]")
+    text = text.replace('base = "tiny"', 'base = "ai-forever/rugpt3small_based_on_gpt2"  # small first')
     write_config(ws, text)
     ws, _ = add_sources(load_workspace(ws.root), [books / "andreev"], author="Андреев", role="target")
     write_config(ws, ws.config_path.read_text(encoding="utf-8") + "\n[generate]\ntop_p = 0.9  # nucleus\n")
@@ -281,7 +282,8 @@ def test_add_preserves_comments_and_other_sections(ws: Workspace, books: Path) -
     ):
         assert kept in after
     doc = tomlkit.parse(after).unwrap()
-    assert doc["train"] == {"base": "ai-forever/rugpt3small_based_on_gpt2", "save_every": 5000}
+    assert doc["train"]["base"] == "ai-forever/rugpt3small_based_on_gpt2"
+    assert ws.train.base == "ai-forever/rugpt3small_based_on_gpt2"
     assert doc["generate"] == {"top_p": 0.9}
     assert [s["author"] for s in doc["sources"]] == ["Андреев", "Грин"]
     assert ws.corpus.seed == 99

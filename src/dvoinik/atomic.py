@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,3 +44,39 @@ def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def replace_folder(staging: Path, folder: Path) -> None:
+    """Swap the fully written folder `staging` in for `folder` (which may not exist).
+
+    Two renames through `.NAME.old`: a kill between them leaves `.NAME.old` and no
+    `folder`, and the next swap keeps that previous folder until the new one is in place.
+    On failure the previous folder is put back and `staging` removed.
+    """
+    previous = folder.with_name(f".{folder.name}.old")
+    try:
+        if previous.exists() and folder.exists():
+            shutil.rmtree(previous)
+        if folder.exists():
+            os.replace(folder, previous)
+        os.replace(staging, folder)
+        shutil.rmtree(previous, ignore_errors=True)
+    except BaseException:
+        restore_previous_folder(folder)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def restore_previous_folder(folder: Path) -> None:
+    """Put back `.NAME.old` when a swap was killed after moving `folder` aside."""
+    previous = folder.with_name(f".{folder.name}.old")
+    if previous.exists() and not folder.exists():
+        os.replace(previous, folder)
+
+
+def fsync_files(folder: Path) -> None:
+    """Flush every file under `folder` to disk (before a rename makes them visible as complete)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())

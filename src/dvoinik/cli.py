@@ -44,9 +44,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dvoinik import __version__
+from dvoinik import __version__, demo
 from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build_corpus
 from dvoinik.corpus.report import authors_table, summary_line
+from dvoinik.tokens import TokensError
+from dvoinik.training.data import DataError
+from dvoinik.training.loop import TrainingError, train
+from dvoinik.training.progress import RichTrainObserver
 from dvoinik.workspace import (
     CONFIG_NAME,
     ROLES,
@@ -58,6 +62,7 @@ from dvoinik.workspace import (
     init_workspace,
     load_workspace,
     normalize_path,
+    parse_assignments,
 )
 
 USER_ERROR_EXIT_CODE = 2
@@ -316,3 +321,65 @@ def corpus_command(ctx: typer.Context) -> None:
     for skipped in report["files"]["skipped"]:
         out.print(Text(f"skipped {skipped['source']}: {skipped['reason']}", style="yellow"), soft_wrap=True)
     out.print(f"Wrote {result.corpus_dir / DOCUMENTS_FILE} and report.md / report.json beside it.")
+
+
+# ---------------------------------------------------------------- train
+
+
+@app.command("train")
+@user_errors(TrainingError, TokensError, DataError)
+def train_command(
+    ctx: typer.Context,
+    base: Annotated[str | None, typer.Option("--base", help="Built-in configuration (tiny, small, medium), hub id or local model folder.")] = None,
+    method: Annotated[str | None, typer.Option("--method", metavar="full|lora", help="Train every weight, or a LoRA adapter.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")] = None,
+    save_every: Annotated[int | None, typer.Option("--save-every", help="Write a checkpoint every N steps.")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run name: the folder under runs/ (default: BASE-METHOD).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last complete checkpoint.")] = False,
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Stop after this many passes over the training tokens.")] = None,
+    time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="Stop and save after this many minutes.")] = None,
+    target_ppl: Annotated[float | None, typer.Option("--target-ppl", help="Stop once training perplexity falls to this (the story: 3-5).")] = None,
+    assignments: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Any [train] setting for this run, e.g. --set batch_size=4 (repeatable).")] = None,
+) -> None:
+    """Train the double: from scratch, a full fine-tune or a LoRA adapter, with checkpoints and resume."""
+    ws = open_workspace(ctx)
+    overrides = parse_assignments(assignments or [])
+    flags = {"base": base, "method": method, "max_steps": max_steps, "save_every": save_every, "epochs": epochs,
+             "time_budget_minutes": time_budget, "target_train_ppl": target_ppl}
+    overrides.update({key: value for key, value in flags.items() if value is not None})
+    with RichTrainObserver(_console(), _console(stderr=True)) as observer:
+        result = train(ws, run=run, overrides=overrides, resume=resume, observer=observer)
+    if observer.progress is None:
+        return  # not the main process of a multi-process run
+    out = _console()
+    values = [f"train ppl {result.train_ppl:.2f}" if result.train_ppl else None,
+              f"val ppl target {result.val_target_ppl:.2f}" if result.val_target_ppl else None,
+              f"influences {result.val_influences_ppl:.2f}" if result.val_influences_ppl else None,
+              f"{result.tokens_per_second:,.0f} tokens/s" if result.tokens_per_second else None]
+    out.print(Text(f"Stopped at step {result.steps} ({result.stop_reason.replace('_', ' ')}): "
+                   + " · ".join(v for v in values if v)), soft_wrap=True)
+    out.print(f"Checkpoints in {result.run_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
+
+
+# ---------------------------------------------------------------- demo
+
+
+@app.command("demo")
+@user_errors(TrainingError, TokensError, DataError, CorpusError)
+def demo_command(
+    directory: Annotated[Path, typer.Argument(metavar="[DIR]", help="A new (or empty) folder for the demo workspace.")] = Path("dvoinik-demo"),
+) -> None:
+    """The whole pipeline on built-in sample texts: corpus, tokenizer, a tiny model from scratch, continuations."""
+    out = _console()
+    out.print(Text.assemble(("dvoinik demo", "bold"), f": two sample authors, target {demo.AUTHORS[0].name}, "
+                            f"influence {demo.AUTHORS[1].name}; workspace {directory}"))
+    with RichTrainObserver(out, _console(stderr=True)) as observer:
+        result = demo.run_demo(directory, observer=observer)
+    out.print(summary_line(result.corpus.report))
+    out.print(Text.assemble("\nPrompt: ", (result.prompt, "bold")))
+    for number, continuation in enumerate(result.continuations, start=1):
+        scores = ", ".join(f"{author} {value:.2f}" for author, value in continuation.similarity.items())
+        verdict = "target's voice" if continuation.nearest == result.target else "NOT the target's voice"
+        out.print(Text.assemble((f"\n{number}. ", "bold"), result.prompt, (continuation.text, "cyan")))
+        out.print(Text(f"   closer to {continuation.nearest} ({verdict}); trigram similarity: {scores}", style="dim"))
+    out.print(f"\nWorkspace: {result.workspace.root} (dvoinik.toml, corpus/, tokens/, runs/{demo.RUN}/)")

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
@@ -40,6 +40,7 @@ DEFAULT_WEIGHTS = {"target": 10.0, "influence": 1.0}  # the story upsampled the 
 DEFAULT_LANGUAGE = "ru"
 
 _DOUBLE_KEYS = ("name", "language")
+S = TypeVar("S")
 _SOURCE_KEYS = ("path", "author", "role", "weight", "sections")
 
 
@@ -97,6 +98,68 @@ class CorpusSettings:
     workers: int = _setting(0, "processes reading and cleaning files; 0 = number of CPU cores", lambda v: v >= 0, "0 or more")
 
 
+METHODS = ("full", "lora")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DECAYS = ("cosine", "linear", "constant")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """[train]: what `dvoinik train` does unless a flag says otherwise."""
+
+    base: str = _setting(
+        "tiny", "a built-in configuration trained from scratch (tiny, small), a hub id or a local model folder",
+        lambda v: bool(v.strip()), "not empty",
+    )
+    method: str = _setting("full", "full: train every weight; lora: a PEFT LoRA adapter on a frozen base",
+                           lambda v: v in METHODS, "one of: " + ", ".join(METHODS))
+    seed: int = _setting(1234, "random seed for initialisation, data order and dropout (a run is repeatable)")
+    vocab_size: int = _setting(
+        8000, "vocabulary of the byte-level BPE trained on the corpus (built-in configurations only)",
+        lambda v: 300 <= v <= 1_000_000, "between 300 and 1000000",
+    )
+    block_size: int = _setting(512, "tokens per training sequence (packed across documents)", lambda v: v >= 8, "8 or more")
+    batch_size: int = _setting(8, "sequences per device per forward pass", lambda v: v >= 1, "1 or more")
+    grad_accum: int = _setting(1, "forward passes per optimizer step (gradient accumulation)", lambda v: v >= 1, "1 or more")
+    learning_rate: float = _setting(
+        0.0, "peak learning rate; 0 = by method (6e-4 from scratch, 5e-5 full fine-tune, 2e-4 LoRA)",
+        lambda v: 0.0 <= v < 1.0, "at least 0 and below 1",
+    )
+    decay: str = _setting("cosine", "learning-rate decay after warmup: cosine, linear or constant",
+                          lambda v: v in DECAYS, "one of: " + ", ".join(DECAYS))
+    warmup_fraction: float = _setting(0.05, "share of max_steps spent warming the learning rate up from 0",
+                                      lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
+    min_lr_fraction: float = _setting(0.1, "the learning rate decays to this share of its peak",
+                                      lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+    weight_decay: float = _setting(0.1, "AdamW weight decay (not applied to norms, biases and LoRA-free 1-D weights)",
+                                   lambda v: v >= 0.0, "0 or more")
+    beta1: float = _setting(0.9, "AdamW beta1", lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
+    beta2: float = _setting(0.95, "AdamW beta2", lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
+    grad_clip: float = _setting(1.0, "clip the gradient norm to this; 0 = no clipping", lambda v: v >= 0.0, "0 or more")
+    max_steps: int = _setting(2000, "stop after this many optimizer steps", lambda v: v >= 1, "1 or more")
+    epochs: float = _setting(0.0, "stop after this many passes over the training tokens; 0 = use max_steps",
+                             lambda v: v >= 0.0, "0 or more")
+    time_budget_minutes: float = _setting(0.0, "stop (and save) after this many minutes of training; 0 = no limit",
+                                          lambda v: v >= 0.0, "0 or more")
+    target_train_ppl: float = _setting(
+        0.0, "stop once training perplexity (mean over a logging window) falls to this; 0 = off (the story stopped at 3-5)",
+        lambda v: v == 0.0 or v > 1.0, "0 or above 1",
+    )
+    save_every: int = _setting(500, "write a checkpoint every this many steps (and always at the end)", lambda v: v >= 1, "1 or more")
+    keep_last: int = _setting(0, "keep only the newest this many checkpoints; 0 = keep every checkpoint", lambda v: v >= 0, "0 or more")
+    eval_every: int = _setting(250, "measure validation perplexity every this many steps (and at the end)", lambda v: v >= 1, "1 or more")
+    eval_blocks: int = _setting(32, "validation sequences per measure and per author group", lambda v: v >= 1, "1 or more")
+    log_every: int = _setting(10, "write a metrics line every this many steps", lambda v: v >= 1, "1 or more")
+    precision: str = _setting("auto", "auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), fp32, bf16 or fp16",
+                              lambda v: v in PRECISIONS, "one of: " + ", ".join(PRECISIONS))
+    gradient_checkpointing: bool = _setting(False, "recompute activations in the backward pass: less memory, about 30% slower")
+    compile: bool = _setting(False, "torch.compile the model (faster steps on GPUs after a slow first step)")
+    lora_rank: int = _setting(16, "LoRA rank r", lambda v: v >= 1, "1 or more")
+    lora_alpha: float = _setting(32.0, "LoRA alpha (the update is scaled by alpha / r)", lambda v: v > 0.0, "above 0")
+    lora_dropout: float = _setting(0.05, "dropout on the LoRA input", lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
+    lora_targets: str = _setting("", "comma-separated module names for LoRA; empty = chosen by architecture")
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -104,6 +167,7 @@ class Workspace:
     language: str  # default "ru"; nothing is tied to one language
     sources: tuple[Source, ...]
     corpus: CorpusSettings
+    train: TrainSettings = TrainSettings()
 
     @property
     def config_path(self) -> Path:
@@ -150,6 +214,10 @@ def stored_path(root: Path, path: Path) -> str:
 # ---------------------------------------------------------------- init
 
 
+def _settings_lines(cls: type) -> list[str]:
+    return [f"{f.name} = {tomlkit.item(f.default).as_string()}    # {f.metadata['help']}" for f in fields(cls)]
+
+
 def render_config(name: str, language: str) -> str:
     """The text of a fresh dvoinik.toml: every [corpus] default spelled out with its comment."""
     lines = [
@@ -164,9 +232,13 @@ def render_config(name: str, language: str) -> str:
         "# How `dvoinik corpus` cleans, deduplicates and splits the sources.",
         "[corpus]",
     ]
-    for f in fields(CorpusSettings):
-        value = tomlkit.item(f.default).as_string()
-        lines.append(f"{f.name} = {value}    # {f.metadata['help']}")
+    lines += _settings_lines(CorpusSettings)
+    lines += [
+        "",
+        "# How `dvoinik train` trains the double (a flag such as --base or --set KEY=VALUE overrides one run).",
+        "[train]",
+    ]
+    lines += _settings_lines(TrainSettings)
     lines += [
         "",
         "# Sources are added with `dvoinik add PATH... --author NAME [--role target|influence] [--weight W]`:",
@@ -245,6 +317,10 @@ def _check_type(where: str, key: str, value: Any, kind: type) -> Any:
     """`value` as `kind` (an int is accepted where a float is expected); WorkspaceError otherwise."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise WorkspaceError(f"{where}: {key} must be true or false, got {value!r}")
+        return value
     if not isinstance(value, kind) or isinstance(value, bool):
         raise WorkspaceError(f"{where}: {key} must be {_type_name(kind())}, got {value!r}")
     return value
@@ -256,14 +332,14 @@ def _check_unknown(where: str, table: dict, known: Sequence[str]) -> None:
         raise WorkspaceError(f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(known)})")
 
 
-def _parse_corpus(config: Path, table: Any) -> CorpusSettings:
-    where = f"{config}: [corpus]"
+def parse_settings(cls: type[S], where: str, table: Any) -> S:
+    """`cls` (CorpusSettings, TrainSettings) from a TOML table; WorkspaceError naming `where` on a bad value."""
     if not isinstance(table, dict):
-        raise WorkspaceError(f"{config}: corpus must be a table ([corpus]), got {table!r}")
-    known = [f.name for f in fields(CorpusSettings)]
+        raise WorkspaceError(f"{where} must be a table, got {table!r}")
+    known = [f.name for f in fields(cls)]
     _check_unknown(where, table, known)
     values: dict[str, Any] = {}
-    for f in fields(CorpusSettings):
+    for f in fields(cls):
         if f.name not in table:
             continue
         kind = type(f.default)
@@ -274,7 +350,7 @@ def _parse_corpus(config: Path, table: Any) -> CorpusSettings:
         if check is not None and not check(value):
             raise WorkspaceError(f"{where}: {f.name} must be {f.metadata['rule']}, got {value!r}")
         values[f.name] = value
-    return CorpusSettings(**values)
+    return cls(**values)
 
 
 def _check_weight(where: str, weight: Any) -> float:
@@ -349,13 +425,14 @@ def parse_workspace(root: Path, doc: dict) -> Workspace:
         raise WorkspaceError(f"{config}: [double] name must not be empty")
     if not language:
         raise WorkspaceError(f"{config}: [double] language must not be empty")
-    corpus = _parse_corpus(config, doc.get("corpus", {}))
+    corpus = parse_settings(CorpusSettings, f"{config}: [corpus]", doc.get("corpus", {}))
+    train = parse_settings(TrainSettings, f"{config}: [train]", doc.get("train", {}))
     raw_sources = doc.get("sources", [])
     if not isinstance(raw_sources, list):
         raise WorkspaceError(f"{config}: sources must be an array of tables ([[sources]]), got {raw_sources!r}")
     sources = tuple(_parse_source(config, root, i, t) for i, t in enumerate(raw_sources, start=1))
     _check_consistency(str(config), sources)
-    return Workspace(root=root, name=name, language=language, sources=sources, corpus=corpus)
+    return Workspace(root=root, name=name, language=language, sources=sources, corpus=corpus, train=train)
 
 
 def load_workspace(root: Path) -> Workspace:
@@ -369,6 +446,49 @@ def load_workspace(root: Path) -> Workspace:
             f"{root} is not a dvoinik workspace (no {CONFIG_NAME}); run `dvoinik init` or pass -w DIR"
         )
     return parse_workspace(root, _read_document(config).unwrap())
+
+
+# ---------------------------------------------------------------- settings overrides
+
+
+def parse_assignments(assignments: Sequence[str], where: str = "--set") -> dict[str, Any]:
+    """`["lr=3e-4", "base=gpt2"]` → `{"lr": 0.0003, "base": "gpt2"}`: each value read as TOML, else as a string."""
+    values: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise WorkspaceError(f"{where} {item!r}: expected KEY=VALUE")
+        try:
+            values[key] = tomlkit.parse(f"value = {raw}").unwrap()["value"]
+        except TOMLKitError:
+            values[key] = raw  # a bare word such as gpt2 or ./models/base
+    return values
+
+
+def with_overrides(settings: S, overrides: dict[str, Any], where: str) -> S:
+    """`settings` with `overrides` applied and validated like the file's own values."""
+    merged = {f.name: getattr(settings, f.name) for f in fields(settings)}  # type: ignore[arg-type]
+    merged.update(overrides)
+    return parse_settings(type(settings), where, merged)
+
+
+def write_settings(ws: Workspace, table_name: str, values: dict[str, Any]) -> Workspace:
+    """Set `values` in `[table_name]` of dvoinik.toml (validated first; comments kept); return the new workspace."""
+    config = ws.config_path
+    doc = _read_document(config)
+    if table_name not in doc:
+        doc.append(table_name, tomlkit.table())
+    table = doc[table_name]
+    for key, value in values.items():
+        table[key] = value
+    text = tomlkit.dumps(doc)
+    updated = parse_workspace(ws.root, tomlkit.parse(text).unwrap())
+    try:
+        atomic_write_text(config, text)
+    except OSError as exc:
+        raise WorkspaceError(f"{config}: cannot write: {exc.strerror or exc}") from exc
+    return updated
 
 
 # ---------------------------------------------------------------- add
@@ -493,7 +613,10 @@ __all__ = [
     "ROLES",
     "SECTIONS",
     "CorpusSettings",
+    "METHODS",
+    "PRECISIONS",
     "Source",
+    "TrainSettings",
     "Workspace",
     "WorkspaceError",
     "add_sources",
@@ -501,7 +624,11 @@ __all__ = [
     "init_workspace",
     "load_workspace",
     "normalize_path",
+    "parse_assignments",
+    "parse_settings",
     "parse_workspace",
     "render_config",
     "stored_path",
+    "with_overrides",
+    "write_settings",
 ]

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dvoinik.atomic import temporary_sibling
+from dvoinik.atomic import fsync_files, replace_folder, restore_previous_folder, temporary_sibling
 from dvoinik.corpus.clean import clean_text
 from dvoinik.corpus.dedup import (
     DedupSettings,
@@ -490,7 +490,6 @@ def write_corpus(corpus_dir: Path, documents: list[Document], report: dict) -> N
     # Not mkdtemp: its folder is private (0700), and corpus/ should get the mode any new folder gets.
     staging = temporary_sibling(corpus_dir)
     staging.mkdir()
-    previous = corpus_dir.with_name(f".{corpus_dir.name}.old")
     try:
         with open(staging / DOCUMENTS_FILE, "w", encoding="utf-8") as handle:
             for doc in documents:
@@ -498,22 +497,12 @@ def write_corpus(corpus_dir: Path, documents: list[Document], report: dict) -> N
                 handle.write("\n")
         (staging / REPORT_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
         (staging / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
-        for name in (DOCUMENTS_FILE, REPORT_JSON, REPORT_MD):
-            with open(staging / name, "rb") as handle:
-                os.fsync(handle.fileno())
-        # Without corpus/, `previous` is what a build killed mid-swap left: the last corpus, kept.
-        if previous.exists() and corpus_dir.exists():
-            shutil.rmtree(previous)
-        if corpus_dir.exists():
-            os.replace(corpus_dir, previous)
-        os.replace(staging, corpus_dir)
-        shutil.rmtree(previous, ignore_errors=True)
+        fsync_files(staging)
     except BaseException:
-        # A swap that failed halfway must not leave the workspace without its previous corpus.
-        if previous.exists() and not corpus_dir.exists():
-            os.replace(previous, corpus_dir)
+        restore_previous_folder(corpus_dir)  # a build killed mid-swap earlier must not lose that corpus now
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    replace_folder(staging, corpus_dir)
 
 
 def load_documents(corpus_dir: Path) -> list[Document]:

@@ -1,0 +1,416 @@
+"""`dvoinik train`: the training loop, on Accelerate, readable in one sitting.
+
+The same function runs on one CPU, one GPU, or many processes under `accelerate launch`
+(DDP; FSDP and DeepSpeed by an Accelerate config). Every process builds the same model
+and draws its own batches (seed + rank); gradients are averaged by Accelerate. Only the
+main process writes metrics and reports progress; every process takes part in saving.
+
+    tokens/<key>/ ──► BlockSampler ──► forward/backward × grad_accum ──► clip ──► AdamW ──► LR schedule
+                                                       │ every log_every: metrics.jsonl, progress, stop checks
+                                                       │ every eval_every: validation perplexity (target / influences)
+                                                       └ every save_every and at the end: checkpoint-<step>/
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dvoinik.atomic import atomic_write_text
+from dvoinik.tokens import TokenSet, prepare_tokens
+from dvoinik.training import checkpoints as ckpt
+from dvoinik.training.data import BlockSampler, validation_blocks
+from dvoinik.training.metrics import MetricsLog, perplexity, truncate_metrics
+from dvoinik.training.models import (
+    ModelError,
+    apply_lora,
+    check_combination,
+    count_parameters,
+    is_builtin,
+    load_base_model,
+    load_base_tokenizer,
+    load_checkpoint_model,
+    new_model,
+)
+from dvoinik.training.schedule import build_optimizer, build_scheduler, peak_learning_rate
+from dvoinik.workspace import TrainSettings, Workspace, WorkspaceError, with_overrides
+
+RUN_FILE = "run.json"
+
+
+class TrainingError(Exception):
+    """A user-facing training problem (one line): no corpus, run exists, out of memory, ..."""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    run_dir: Path
+    settings: TrainSettings
+    max_steps: int
+    start_step: int
+    trainable_parameters: int
+    total_parameters: int
+    device: str
+    processes: int
+    precision: str
+    tokens_per_step: int
+    train_tokens: int
+    tokens_reused: bool
+    resumed_from: Path | None
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int
+    max_steps: int
+    loss: float
+    ppl: float
+    lr: float
+    tokens_per_second: float
+    elapsed_s: float
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    stop_reason: str  # "max_steps", "epochs", "time_budget", "target_ppl"
+    checkpoints: list[Path] = field(default_factory=list)
+    train_ppl: float | None = None
+    val_target_ppl: float | None = None
+    val_influences_ppl: float | None = None
+    tokens_per_second: float | None = None
+
+
+class TrainObserver:
+    """What the caller (the CLI) hears about; every method may be left as is. Main process only."""
+
+    def tokens_progress(self, stage: str, done: int, total: int) -> None: ...
+    def started(self, start: RunStart) -> None: ...
+    def step(self, report: StepReport) -> None: ...
+    def evaluated(self, step: int, values: dict) -> None: ...
+    def saved(self, path: Path) -> None: ...
+    def warning(self, message: str) -> None: ...
+
+
+# ---------------------------------------------------------------- settings and the run folder
+
+
+def check_run_name(name: str) -> str:
+    name = name.strip()
+    if not name or name.startswith(".") or any(c in name for c in "/\\:") or name != Path(name).name:
+        raise TrainingError(f"run name {name!r} must be a plain folder name (no slashes, not starting with a dot)")
+    return name
+
+
+def default_run_name(settings: TrainSettings) -> str:
+    base = Path(settings.base.rstrip("/")).name or "model"
+    return check_run_name(f"{base}-{settings.method}")
+
+
+def resolve_settings(ws: Workspace, run_dir: Path, overrides: dict, resume: bool) -> TrainSettings:
+    """The run's settings: dvoinik.toml [train] for a new run, the run's own record when resuming; then the flags."""
+    where = "command-line flags"
+    if resume and (run_dir / RUN_FILE).is_file():
+        recorded = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))["settings"]
+        try:
+            return with_overrides(with_overrides(ws.train, recorded, f"{run_dir / RUN_FILE}"), overrides, where)
+        except WorkspaceError as exc:
+            raise TrainingError(str(exc)) from exc
+    return with_overrides(ws.train, overrides, where)
+
+
+def planned_steps(settings: TrainSettings, train_tokens: int, tokens_per_step: int) -> tuple[int, str]:
+    """Steps to run and the reason they end: `epochs` (when set) turns into steps."""
+    if settings.epochs > 0:
+        return max(1, math.ceil(settings.epochs * train_tokens / tokens_per_step)), "epochs"
+    return settings.max_steps, "max_steps"
+
+
+def resolve_precision(setting: str, accelerator_cpu: bool) -> str:
+    """Accelerate's mixed_precision value: "no", "bf16" or "fp16"."""
+    import torch
+
+    if setting == "auto":
+        if accelerator_cpu or not torch.cuda.is_available():
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if setting == "fp16" and (accelerator_cpu or not torch.cuda.is_available()):
+        raise TrainingError("precision fp16 needs a CUDA GPU; on a CPU use fp32 or bf16")
+    return {"fp32": "no"}.get(setting, setting)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(model: Any, accelerator: Any, token_set: TokenSet, settings: TrainSettings) -> dict:
+    """Validation loss and perplexity on the target's held-out works and on the influences', separately."""
+    import torch
+
+    groups = {
+        "target": [a for a in token_set.authors if a.role == "target"],
+        "influences": [a for a in token_set.authors if a.role != "target"],
+    }
+    model.eval()
+    values: dict[str, float] = {}
+    with torch.no_grad():
+        for group, authors in groups.items():
+            blocks = [b for a in authors for b in validation_blocks(token_set.open("val", a), settings.block_size,
+                                                                      settings.eval_blocks)]
+            mine = blocks[accelerator.process_index :: accelerator.num_processes]
+            totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, token count
+            for block in mine:
+                ids = torch.from_numpy(block).unsqueeze(0).to(accelerator.device)
+                totals[0] += float(next_token_loss(model, ids)) * (ids.shape[1] - 1)
+                totals[1] += ids.shape[1] - 1
+            totals = accelerator.reduce(totals, reduction="sum")
+            if totals[1] > 0:
+                loss = float(totals[0] / totals[1])
+                values[f"val_{group}_loss"] = loss
+                values[f"val_{group}_ppl"] = perplexity(loss)
+    model.train()
+    return values
+
+
+def next_token_loss(model: Any, ids: Any) -> Any:
+    """Mean cross-entropy of predicting ids[:, 1:] from ids[:, :-1]."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=ids[:, :-1]).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+
+
+# ---------------------------------------------------------------- the run
+
+
+def train(
+    ws: Workspace,
+    run: str | None = None,
+    overrides: dict | None = None,
+    resume: bool = False,
+    observer: TrainObserver | None = None,
+) -> TrainResult:
+    """Train (or resume) the run `run` of workspace `ws`; `overrides` are [train] settings from flags."""
+    import torch
+    from accelerate import Accelerator
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # our own bar is the one the user watches
+    observer = observer or TrainObserver()
+    overrides = overrides or {}
+    provisional = with_overrides(ws.train, overrides, "command-line flags")
+    run_dir = ws.runs_dir / check_run_name(run or default_run_name(provisional))
+    if run_dir.exists() and not resume and (run_dir / RUN_FILE).exists():
+        raise TrainingError(f"{run_dir} already exists: pass --resume to continue it, or --run NAME for a new run")
+    if resume and not (run_dir / RUN_FILE).exists():
+        raise TrainingError(f"{run_dir}: no such run to resume (runs: {', '.join(_run_names(ws)) or 'none'})")
+    settings = resolve_settings(ws, run_dir, overrides, resume)
+    try:
+        check_combination(settings.base, settings.method)
+    except ModelError as exc:
+        raise TrainingError(str(exc)) from exc
+
+    accelerator = Accelerator(
+        mixed_precision=resolve_precision(settings.precision, accelerator_cpu=False),
+        gradient_accumulation_steps=settings.grad_accum,
+    )
+    main = accelerator.is_main_process
+    report = observer if main else TrainObserver()
+    from_scratch = is_builtin(settings.base)
+
+    # Tokens: the main process builds them (or finds them current); the others then read them.
+    with accelerator.main_process_first():
+        token_set, tokenizer = prepare_tokens(
+            ws.corpus_dir, ws.tokens_dir, None if from_scratch else settings.base, settings.vocab_size,
+            load_base_tokenizer=load_base_tokenizer, on_progress=report.tokens_progress,
+        )
+    sampler = BlockSampler(token_set, settings.block_size, settings.batch_size, settings.seed, accelerator.process_index)
+    for author in token_set.authors:
+        if author.name not in sampler.shares:
+            report.warning(f"{author.name}: {author.train_tokens} training tokens, fewer than one block "
+                           f"({settings.block_size + 1}); not sampled")
+    if token_set.target is None or token_set.target.val_tokens == 0:
+        report.warning("no held-out text of the target author: val_target_ppl cannot be measured")
+
+    # The model: a checkpoint when resuming, else new or loaded from the base.
+    if main:
+        ckpt.remove_leftovers(run_dir)
+    accelerator.wait_for_everyone()
+    resume_from = ckpt.latest_checkpoint(run_dir) if resume else None
+    if resume and resume_from is None:
+        report.warning(f"{run_dir} has no complete checkpoint yet: starting it again from step 0")
+    base_dtype = None
+    if settings.method == "lora" and accelerator.mixed_precision in ("bf16", "fp16"):
+        base_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16  # frozen base
+    try:
+        if resume_from is not None:
+            model = load_checkpoint_model(resume_from.path, trainable=True, dtype=base_dtype)
+        elif from_scratch:
+            model = new_model(settings.base, len(tokenizer), token_set.eos_id, settings.block_size, settings.seed)
+        else:
+            model = load_base_model(settings.base, dtype=base_dtype)
+            if settings.method == "lora":
+                model = apply_lora(model, settings)
+    except ModelError as exc:
+        raise TrainingError(str(exc)) from exc
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit is not None and settings.block_size > limit:
+        raise TrainingError(f"block_size {settings.block_size} is longer than the model's context ({limit} tokens); "
+                            f"set train.block_size to {limit} or less")
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if settings.method == "lora":
+            model.enable_input_require_grads()
+    model.config.use_cache = False
+    trainable, total = count_parameters(model)
+
+    tokens_per_step = settings.batch_size * settings.block_size * settings.grad_accum * accelerator.num_processes
+    max_steps, end_reason = planned_steps(settings, token_set.train_tokens, tokens_per_step)
+    learning_rate = peak_learning_rate(settings, from_scratch)
+    optimizer = build_optimizer(model, settings, learning_rate, fused=accelerator.device.type == "cuda")
+    scheduler = build_scheduler(optimizer, max_steps, settings)  # stepped once per optimizer step, by us
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if settings.compile:
+        model = torch.compile(model)
+
+    step, tokens_seen, train_time = 0, 0, 0.0
+    if resume_from is not None:
+        trainer_state, sampler_state = ckpt.load_resume_state(accelerator, resume_from.path, optimizer, scheduler)
+        sampler.load_state(sampler_state)
+        step, tokens_seen, train_time = trainer_state["step"], trainer_state["tokens"], trainer_state["train_time_s"]
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            truncate_metrics(run_dir, step)
+        _write_run_record(run_dir, settings, token_set, trainable, total, accelerator, resume_from)
+    metrics = MetricsLog(run_dir, enabled=main)
+    report.started(RunStart(
+        run_dir=run_dir, settings=settings, max_steps=max_steps, start_step=step, trainable_parameters=trainable,
+        total_parameters=total, device=str(accelerator.device), processes=accelerator.num_processes,
+        precision=accelerator.mixed_precision, tokens_per_step=tokens_per_step, train_tokens=token_set.train_tokens,
+        tokens_reused=token_set.reused, resumed_from=resume_from.path if resume_from else None,
+    ))
+
+    result = TrainResult(run_dir=run_dir, steps=step, stop_reason=end_reason)
+
+    def save() -> None:
+        state = {"step": step, "tokens": tokens_seen, "train_time_s": train_time}
+        path = ckpt.save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, state, sampler.state(),
+                                    run_dir, step)
+        if main:
+            ckpt.prune_checkpoints(run_dir, settings.keep_last)
+        result.checkpoints.append(path)
+        report.saved(path)
+
+    def measure() -> None:
+        values = evaluate(model, accelerator, token_set, settings)
+        metrics.write({"step": step, "kind": "eval", **values})
+        result.val_target_ppl = values.get("val_target_ppl")
+        result.val_influences_ppl = values.get("val_influences_ppl")
+        report.evaluated(step, values)
+
+    model.train()
+    window_loss = torch.zeros((), device=accelerator.device)
+    window_steps, window_time, window_tokens = 0, 0.0, 0
+    try:
+        while step < max_steps:
+            started = time.perf_counter()
+            for _ in range(settings.grad_accum):
+                batch = torch.from_numpy(sampler.next_batch()).to(accelerator.device, non_blocking=True)
+                with accelerator.accumulate(model):
+                    loss = next_token_loss(model, batch)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and settings.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window_loss += loss.detach() / settings.grad_accum
+            scheduler.step()
+            step += 1
+            tokens_seen += tokens_per_step
+            elapsed = time.perf_counter() - started
+            train_time += elapsed
+            window_steps, window_time, window_tokens = window_steps + 1, window_time + elapsed, window_tokens + tokens_per_step
+
+            stop = None
+            if step % settings.log_every == 0 or step == max_steps:
+                mean_loss = float(accelerator.reduce(window_loss, reduction="mean")) / window_steps
+                ppl = perplexity(mean_loss)
+                speed = window_tokens / window_time if window_time > 0 else 0.0
+                record = {"step": step, "kind": "train", "loss": mean_loss, "ppl": ppl,
+                          "lr": scheduler.get_last_lr()[0], "tokens_per_second": speed, "tokens": tokens_seen,
+                          "epoch": tokens_seen / max(1, token_set.train_tokens), "elapsed_s": train_time}
+                metrics.write(record)
+                report.step(StepReport(step, max_steps, mean_loss, ppl, record["lr"], speed, train_time))
+                result.train_ppl, result.tokens_per_second = ppl, speed
+                window_loss.zero_()
+                window_steps, window_time, window_tokens = 0, 0.0, 0
+                if settings.target_train_ppl and ppl <= settings.target_train_ppl:
+                    stop = "target_ppl"
+            if stop is None and settings.time_budget_minutes and _over_budget(accelerator, train_time, settings):
+                stop = "time_budget"
+            if step % settings.eval_every == 0 or step == max_steps or stop:
+                measure()
+            if step % settings.save_every == 0 or step == max_steps or stop:
+                save()
+            if stop:
+                result.stop_reason = stop
+                break
+    except torch.OutOfMemoryError as exc:
+        raise TrainingError(_out_of_memory_message(settings, step, run_dir)) from exc
+    finally:
+        metrics.close()
+    result.steps = step
+    accelerator.end_training()
+    return result
+
+
+def _over_budget(accelerator: Any, train_time: float, settings: TrainSettings) -> bool:
+    """Whether the time budget is spent, decided once for all processes (they must stop together)."""
+    import torch
+
+    flag = torch.tensor(float(train_time >= settings.time_budget_minutes * 60), device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum") > 0)
+
+
+def _out_of_memory_message(settings: TrainSettings, step: int, run_dir: Path) -> str:
+    last = ckpt.latest_checkpoint(run_dir)
+    kept = f"the last complete checkpoint is {last.path.name}" if last else "no checkpoint was written yet"
+    return (
+        f"out of GPU memory at step {step} (batch_size {settings.batch_size} × block_size {settings.block_size}); "
+        f"lower train.batch_size (and raise grad_accum to keep the tokens per step), set gradient_checkpointing "
+        f"= true, shorten block_size, or use --method lora; {kept}, and `dvoinik train --resume` continues from it"
+    )
+
+
+def _run_names(ws: Workspace) -> list[str]:
+    return sorted(p.name for p in ws.runs_dir.iterdir() if (p / RUN_FILE).is_file()) if ws.runs_dir.is_dir() else []
+
+
+def _write_run_record(run_dir: Path, settings: TrainSettings, token_set: TokenSet, trainable: int, total: int,
+                      accelerator: Any, resumed_from: ckpt.Checkpoint | None) -> None:
+    path = run_dir / RUN_FILE
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resumes": [],
+    }
+    record.update({
+        "settings": asdict(settings),
+        "tokens": token_set.key,
+        "parameters": {"trainable": trainable, "total": total},
+        "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "precision": accelerator.mixed_precision,
+    })
+    if resumed_from is not None:
+        record.setdefault("resumes", []).append({
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "from": resumed_from.path.name,
+        })
+    atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=2))
+
+
+__all__ = ["RunStart", "StepReport", "TrainObserver", "TrainResult", "TrainingError", "train"]

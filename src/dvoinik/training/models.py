@@ -1,0 +1,174 @@
+"""The model to train: a built-in configuration from scratch, or a base model (hub id or folder), full or LoRA.
+
+Built-in configurations use the Llama architecture from transformers (RoPE, RMSNorm,
+SwiGLU, SDPA attention), so their checkpoints load with `AutoModelForCausalLM` anywhere
+and every tool that reads Hugging Face folders reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dvoinik.workspace import TrainSettings
+
+
+class ModelError(Exception):
+    """A base model that cannot be loaded, or a base/method combination that does not fit (one line)."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    about: str
+
+
+BUILTIN_MODELS: dict[str, ModelShape] = {
+    "micro": ModelShape(64, 2, 2, 176, "about 0.1M weights besides embeddings; for smoke tests and CI, learns little"),
+    "tiny": ModelShape(256, 4, 4, 704, "about 3M weights besides embeddings; trains in minutes on a laptop CPU"),
+    "small": ModelShape(768, 12, 12, 2048, "about 85M besides embeddings (GPT-2 small class); one GPU"),
+    "medium": ModelShape(1024, 24, 16, 2816, "about 300M besides embeddings (GPT-2 medium class); one large GPU"),
+}
+
+
+def is_builtin(base: str) -> bool:
+    return base in BUILTIN_MODELS
+
+
+def check_combination(base: str, method: str) -> None:
+    if method not in ("full", "lora"):
+        raise ModelError(f"unknown method {method!r}: expected full or lora")
+    if is_builtin(base) and method == "lora":
+        raise ModelError(
+            f"--method lora adapts a pretrained model, but {base!r} is a built-in configuration trained from "
+            "random weights; use --method full, or pass a pretrained --base (a hub id or a local folder)"
+        )
+
+
+def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: int) -> Any:
+    """A freshly initialised built-in model (the same weights for the same seed)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = BUILTIN_MODELS[name]
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=max(block_size, 2048),
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def _load_error(base: str, exc: Exception) -> ModelError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if Path(base).expanduser().exists():
+        return ModelError(f"cannot load the model in {base}: {first}")
+    names = ", ".join(BUILTIN_MODELS)
+    return ModelError(
+        f"cannot load base model {base!r}: it is not a local folder, and it cannot be fetched from the "
+        f"Hugging Face hub here (offline, or no such model). Download it where there is a network "
+        f"(`hf download {base} --local-dir DIR`) and pass --base DIR, or use a built-in configuration ({names})"
+    )
+
+
+def _where(base: str) -> str:
+    """A local folder as an absolute path (so an adapter's record of its base works from anywhere), else the hub id."""
+    local = Path(base).expanduser()
+    return str(local.resolve()) if local.exists() else base
+
+
+def load_base_tokenizer(base: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(_where(base))
+    except (OSError, ValueError) as exc:
+        raise _load_error(base, exc) from exc
+
+
+def load_base_model(base: str, dtype: Any = None) -> Any:
+    """`AutoModelForCausalLM.from_pretrained(base)` with SDPA attention where the architecture has it."""
+    from transformers import AutoModelForCausalLM
+
+    where = _where(base)
+    try:
+        try:
+            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, attn_implementation="sdpa")
+        except ValueError as exc:
+            if "sdpa" not in str(exc).lower():
+                raise
+            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype)  # an architecture without SDPA
+    except (OSError, ValueError) as exc:
+        raise _load_error(base, exc) from exc
+
+
+def lora_target_modules(model: Any, override: str) -> list[str]:
+    """LoRA targets: the user's list, else PEFT's default for the architecture."""
+    if override.strip():
+        return [name.strip() for name in override.split(",") if name.strip()]
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    model_type = getattr(model.config, "model_type", "")
+    if model_type not in DEFAULTS:
+        raise ModelError(
+            f"no default LoRA target modules for architecture {model_type!r}; name them in dvoinik.toml "
+            "[train] lora_targets (e.g. \"q_proj,v_proj\") or with --set lora_targets=..."
+        )
+    return list(DEFAULTS[model_type])
+
+
+def apply_lora(model: Any, settings: TrainSettings) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_target_modules(model, settings.lora_targets)
+    config = LoraConfig(
+        task_type="CAUSAL_LM", r=settings.lora_rank, lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout, target_modules=targets,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        first = (str(exc).strip().splitlines() or ["?"])[0]
+        raise ModelError(f"LoRA targets {', '.join(targets)} do not fit this model: {first}") from exc
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    return (folder / "adapter_config.json").is_file()
+
+
+def load_checkpoint_model(folder: Path, trainable: bool = False, dtype: Any = None) -> Any:
+    """A checkpoint folder as a model: a full model, or its base with the LoRA adapter on top."""
+    from transformers import AutoModelForCausalLM
+
+    if is_adapter_folder(folder):
+        import json
+
+        from peft import PeftModel
+
+        base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+        return PeftModel.from_pretrained(load_base_model(base, dtype), folder, is_trainable=trainable)
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise _load_error(str(folder), exc) from exc
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
