@@ -337,3 +337,37 @@ def test_corpus_that_cannot_be_written(double: Path, tmp_path: Path, monkeypatch
     monkeypatch.setattr(build.os, "fsync", fsync)
     assert_user_error(invoke("corpus"), str(double / "corpus"), "cannot write the corpus", "No space left on device")
     assert not (double / "corpus").exists()
+
+
+# ---------------------------------------------------------------- train and demo
+
+
+def test_train_from_the_command_line(tmp_path: Path) -> None:
+    from training_fixtures import make_workspace
+
+    ws = make_workspace(tmp_path)
+    result = invoke("-w", ws.root, "train", "--max-steps", "4", "--save-every", "2", "--run", "cli",
+                    "--set", "batch_size=2", "--set", "keep_last=1")
+    assert result.exit_code == 0, result.output
+    assert "Training" in result.stdout and "micro · full" in result.stdout
+    assert "Stopped at step 4 (max steps)" in result.stdout
+    assert sorted(p.name for p in (ws.runs_dir / "cli").glob("checkpoint-*")) == ["checkpoint-4"]
+    resumed = invoke("-w", ws.root, "train", "--run", "cli", "--resume", "--max-steps", "6")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed from checkpoint-4" in resumed.stdout and "steps 4→6" in resumed.stdout
+    assert_user_error(invoke("-w", ws.root, "train", "--run", "cli"), "already exists", "--resume")
+    assert_user_error(invoke("-w", ws.root, "train", "--method", "lora", "--run", "x"), "adapts a pretrained model")
+    assert_user_error(invoke("-w", ws.root, "train", "--set", "batch_size=0"), "batch_size must be 1 or more")
+    assert_user_error(invoke("-w", ws.root, "train", "--set", "nonsense"), "expected KEY=VALUE")
+    assert_user_error(invoke("-w", ws.root, "train", "--base", str(tmp_path / "books")), "cannot load the model in")
+
+
+def test_train_before_the_corpus_is_built(double: Path) -> None:
+    assert_user_error(invoke("train"), "no corpus built yet", "dvoinik corpus")
+
+
+def test_demo_refuses_a_folder_in_use(tmp_path: Path) -> None:
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "mine.txt").write_text("keep me", encoding="utf-8")
+    assert_user_error(invoke("demo", tmp_path / "used"), "already exists and is not empty")
+    assert (tmp_path / "used" / "mine.txt").read_text(encoding="utf-8") == "keep me"

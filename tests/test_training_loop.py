@@ -197,3 +197,26 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert_same_weights(weights(straight.run_dir / "checkpoint-60"), weights(run_dir / "checkpoint-60"))
     steps_logged = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
     assert steps_logged == sorted(set(steps_logged)) == list(range(2, 61, 2))  # no line twice after the resume
+
+
+def test_out_of_memory_is_a_clear_message_and_leaves_complete_checkpoints(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import dvoinik.training.loop as loop
+
+    ws = make_workspace(tmp_path)
+    calls = {"n": 0}
+    real = loop.next_token_loss
+
+    def running_out(model, ids):
+        calls["n"] += 1
+        if calls["n"] > 5 and model.training:  # step 6, after checkpoint-4
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, ids)
+
+    monkeypatch.setattr(loop, "next_token_loss", running_out)
+    with pytest.raises(TrainingError) as caught:
+        train(ws, run="oom", overrides={"max_steps": 8})
+    message = str(caught.value)
+    assert "out of GPU memory at step 5" in message and "lower train.batch_size" in message
+    assert "checkpoint-4" in message and "--resume" in message
+    assert [c.step for c in list_checkpoints(ws.runs_dir / "oom")] == [4]

@@ -342,3 +342,39 @@ def test_add_uses_the_file_not_a_stale_workspace(ws: Workspace, books: Path) -> 
     add_sources(ws, [books / "andreev"], author="Андреев", role="target")
     with pytest.raises(WorkspaceError, match="target author is already 'Андреев'"):
         add_sources(stale, [books / "babel"], author="Бабель", role="target")
+
+
+# ---------------------------------------------------------------- [train]
+
+
+def test_train_settings_are_spelled_out_and_validated(ws: Workspace) -> None:
+    text = ws.config_path.read_text(encoding="utf-8")
+    for field in dataclasses.fields(wsmod.TrainSettings):
+        assert f"\n{field.name} = " in text  # every default written with its comment
+    assert ws.train == wsmod.TrainSettings()
+    write_config(ws, text.replace("gradient_checkpointing = false", "gradient_checkpointing = 1"))
+    with pytest.raises(WorkspaceError, match=r"\[train\]: gradient_checkpointing must be true or false, got 1"):
+        load_workspace(ws.root)
+    write_config(ws, text.replace('method = "full"', 'method = "qlora"'))
+    with pytest.raises(WorkspaceError, match=r"\[train\]: method must be one of: full, lora, got 'qlora'"):
+        load_workspace(ws.root)
+
+
+def test_flags_override_settings_as_toml_values() -> None:
+    values = wsmod.parse_assignments(["learning_rate=3e-4", "base=ai-forever/rugpt3small", "compile=true",
+                                      "lora_targets=q_proj,v_proj"])
+    assert values == {"learning_rate": 3e-4, "base": "ai-forever/rugpt3small", "compile": True,
+                      "lora_targets": "q_proj,v_proj"}
+    settings = wsmod.with_overrides(wsmod.TrainSettings(), values, "--set")
+    assert settings.learning_rate == 3e-4 and settings.compile is True
+    with pytest.raises(WorkspaceError, match="--set: unknown key 'lr'"):
+        wsmod.with_overrides(wsmod.TrainSettings(), {"lr": 1.0}, "--set")
+
+
+def test_write_settings_keeps_comments(ws: Workspace) -> None:
+    updated = wsmod.write_settings(ws, "train", {"max_steps": 77})
+    text = ws.config_path.read_text(encoding="utf-8")
+    assert updated.train.max_steps == 77 and "max_steps = 77" in text and "# random seed for the validation" in text
+    with pytest.raises(WorkspaceError, match="max_steps must be 1 or more"):
+        wsmod.write_settings(ws, "train", {"max_steps": 0})
+    assert load_workspace(ws.root).train.max_steps == 77  # nothing written on a bad value

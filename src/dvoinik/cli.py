@@ -50,6 +50,7 @@ from dvoinik.corpus.report import authors_table, summary_line
 from dvoinik.tokens import TokensError
 from dvoinik.training.data import DataError
 from dvoinik.training.loop import TrainingError, train
+from dvoinik.training.models import ModelError
 from dvoinik.training.progress import RichTrainObserver
 from dvoinik.workspace import (
     CONFIG_NAME,
@@ -327,7 +328,7 @@ def corpus_command(ctx: typer.Context) -> None:
 
 
 @app.command("train")
-@user_errors(TrainingError, TokensError, DataError)
+@user_errors(TrainingError, TokensError, DataError, ModelError)
 def train_command(
     ctx: typer.Context,
     base: Annotated[str | None, typer.Option("--base", help="Built-in configuration (tiny, small, medium), hub id or local model folder.")] = None,
@@ -365,7 +366,7 @@ def train_command(
 
 
 @app.command("demo")
-@user_errors(TrainingError, TokensError, DataError, CorpusError)
+@user_errors(TrainingError, TokensError, DataError, ModelError, CorpusError)
 def demo_command(
     directory: Annotated[Path, typer.Argument(metavar="[DIR]", help="A new (or empty) folder for the demo workspace.")] = Path("dvoinik-demo"),
 ) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -215,8 +216,11 @@ def train(
     except ModelError as exc:
         raise TrainingError(str(exc)) from exc
 
+    # Accelerate treats a multi-process launch as CPU-distributed (gloo) only when told it is on the CPU.
+    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
-        mixed_precision=resolve_precision(settings.precision, accelerator_cpu=False),
+        cpu=cpu_processes,
+        mixed_precision=resolve_precision(settings.precision, accelerator_cpu=cpu_processes),
         gradient_accumulation_steps=settings.grad_accum,
     )
     main = accelerator.is_main_process
@@ -362,7 +366,7 @@ def train(
                 result.stop_reason = stop
                 break
     except torch.OutOfMemoryError as exc:
-        raise TrainingError(_out_of_memory_message(settings, step, run_dir)) from exc
+        raise TrainingError(_out_of_memory_message(settings, step + 1, run_dir)) from exc
     finally:
         metrics.close()
     result.steps = step

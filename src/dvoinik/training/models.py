@@ -7,6 +7,7 @@ and every tool that reads Hugging Face folders reads them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: in
 
 
 def _load_error(base: str, exc: Exception) -> ModelError:
+    if isinstance(exc, ModelError):
+        return exc
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if Path(base).expanduser().exists():
         return ModelError(f"cannot load the model in {base}: {first}")
@@ -85,35 +88,66 @@ def _load_error(base: str, exc: Exception) -> ModelError:
     )
 
 
-def _where(base: str) -> str:
-    """A local folder as an absolute path (so an adapter's record of its base works from anywhere), else the hub id."""
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face hub answers at all: seconds, instead of a minute of download retries offline."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows; let the download try
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def from_folder_cache_or_hub(loader: Callable[..., Any], base: str, **kwargs: Any) -> Any:
+    """`loader(base)` for a local folder; else from the local hub cache; else downloaded, if the hub answers.
+
+    A local folder is passed as an absolute path, so an adapter's record of its base
+    works from any folder.
+    """
     local = Path(base).expanduser()
-    return str(local.resolve()) if local.exists() else base
+    try:
+        if local.exists():
+            return loader(str(local.resolve()), **kwargs)
+        try:
+            return loader(base, local_files_only=True, **kwargs)
+        except OSError:
+            pass  # not in the cache (or not all of it)
+        if not hub_reachable():
+            raise _load_error(base, OSError("the hub cannot be reached"))
+        return loader(base, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(base, exc) from exc
 
 
 def load_base_tokenizer(base: str) -> Any:
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(_where(base))
-    except (OSError, ValueError) as exc:
-        raise _load_error(base, exc) from exc
+    return from_folder_cache_or_hub(AutoTokenizer.from_pretrained, base)
 
 
 def load_base_model(base: str, dtype: Any = None) -> Any:
     """`AutoModelForCausalLM.from_pretrained(base)` with SDPA attention where the architecture has it."""
     from transformers import AutoModelForCausalLM
 
-    where = _where(base)
-    try:
+    def load(where: str, **kwargs: Any) -> Any:
         try:
-            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, attn_implementation="sdpa")
+            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, attn_implementation="sdpa", **kwargs)
         except ValueError as exc:
             if "sdpa" not in str(exc).lower():
                 raise
-            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype)  # an architecture without SDPA
-    except (OSError, ValueError) as exc:
-        raise _load_error(base, exc) from exc
+            return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)  # an architecture without SDPA
+
+    return from_folder_cache_or_hub(load, base)
 
 
 def lora_target_modules(model: Any, override: str) -> list[str]:
