@@ -20,6 +20,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from sections import replace_section
+
 from dvoinik.corpus.build import build_corpus
 from dvoinik.workspace import add_sources, init_workspace
 
@@ -104,14 +106,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        current = args.write.read_text(encoding="utf-8") if args.write.exists() else "# Benchmarks\n"
-        if SECTION_START in current:
-            head, rest = current.split(SECTION_START, 1)
-            tail = rest.split(SECTION_END, 1)[1] if SECTION_END in rest else ""
-            current = head + text + tail
-        else:
-            current = current.rstrip("\n") + "\n\n" + text + "\n"
-        args.write.write_text(current, encoding="utf-8")
+        replace_section(args.write, SECTION_START, SECTION_END, text)
 
 
 if __name__ == "__main__":

@@ -276,7 +276,7 @@ def train(
     tokens_per_step = settings.batch_size * settings.block_size * settings.grad_accum * accelerator.num_processes
     max_steps, end_reason = planned_steps(settings, token_set.train_tokens, tokens_per_step)
     learning_rate = peak_learning_rate(settings, from_scratch)
-    optimizer = build_optimizer(model, settings, learning_rate, fused=accelerator.device.type == "cuda")
+    optimizer = build_optimizer(model, settings, learning_rate, fused=accelerator.device.type in ("cuda", "cpu"))
     scheduler = build_scheduler(optimizer, max_steps, settings)  # stepped once per optimizer step, by us
     model, optimizer = accelerator.prepare(model, optimizer)
     if settings.compile:
@@ -320,10 +320,13 @@ def train(
 
     model.train()
     window_loss = torch.zeros((), device=accelerator.device)
-    window_steps, window_time, window_tokens = 0, 0.0, 0
+    window_steps = 0
+    # Wall-clock time: since the run began (plus the time before a resume), and since the speed window
+    # began (reset after each log line, evaluation and save, so tokens/s measures training alone).
+    clock_origin = time.perf_counter() - train_time
+    speed_start, speed_tokens = time.perf_counter(), 0
     try:
         while step < max_steps:
-            started = time.perf_counter()
             for _ in range(settings.grad_accum):
                 batch = torch.from_numpy(sampler.next_batch()).to(accelerator.device, non_blocking=True)
                 with accelerator.accumulate(model):
@@ -337,15 +340,16 @@ def train(
             scheduler.step()
             step += 1
             tokens_seen += tokens_per_step
-            elapsed = time.perf_counter() - started
-            train_time += elapsed
-            window_steps, window_time, window_tokens = window_steps + 1, window_time + elapsed, window_tokens + tokens_per_step
+            speed_tokens += tokens_per_step
+            window_steps += 1
 
             stop = None
             if step % settings.log_every == 0 or step == max_steps:
-                mean_loss = float(accelerator.reduce(window_loss, reduction="mean")) / window_steps
+                mean_loss = float(accelerator.reduce(window_loss, reduction="mean")) / window_steps  # waits for the GPU
+                now = time.perf_counter()
+                train_time = now - clock_origin
                 ppl = perplexity(mean_loss)
-                speed = window_tokens / window_time if window_time > 0 else 0.0
+                speed = speed_tokens / (now - speed_start)
                 record = {"step": step, "kind": "train", "loss": mean_loss, "ppl": ppl,
                           "lr": scheduler.get_last_lr()[0], "tokens_per_second": speed, "tokens": tokens_seen,
                           "epoch": tokens_seen / max(1, token_set.train_tokens), "elapsed_s": train_time}
@@ -353,15 +357,19 @@ def train(
                 report.step(StepReport(step, max_steps, mean_loss, ppl, record["lr"], speed, train_time))
                 result.train_ppl, result.tokens_per_second = ppl, speed
                 window_loss.zero_()
-                window_steps, window_time, window_tokens = 0, 0.0, 0
+                window_steps = 0
+                speed_start, speed_tokens = time.perf_counter(), 0
                 if settings.target_train_ppl and ppl <= settings.target_train_ppl:
                     stop = "target_ppl"
+            train_time = time.perf_counter() - clock_origin
             if stop is None and settings.time_budget_minutes and _over_budget(accelerator, train_time, settings):
                 stop = "time_budget"
             if step % settings.eval_every == 0 or step == max_steps or stop:
                 measure()
+                speed_start, speed_tokens = time.perf_counter(), 0
             if step % settings.save_every == 0 or step == max_steps or stop:
                 save()
+                speed_start, speed_tokens = time.perf_counter(), 0
             if stop:
                 result.stop_reason = stop
                 break
