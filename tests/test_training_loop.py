@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_fixtures import make_workspace, save_tiny_gpt2
+from training_fixtures import make_workspace, patterned_prose, save_tiny_gpt2
 
 from dvoinik.corpus.build import load_documents
 from dvoinik.training.checkpoints import list_checkpoints
@@ -173,9 +173,16 @@ def run_cli(ws_root: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_resume_after_kill_9(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["scratch", "full", "lora"])
+def test_resume_after_kill_9(tmp_path: Path, method: str) -> None:
     """A run killed with SIGKILL resumes from its last complete checkpoint and ends where a straight run ends."""
-    steps = ["--max-steps", "60", "--save-every", "3", "--run", "k9"]
+    steps = ["--max-steps", "40", "--save-every", "3", "--run", "k9"]
+    overrides = {"max_steps": 40, "save_every": 3}
+    weights_file = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    if method != "scratch":
+        base = save_tiny_gpt2(tmp_path / "gpt2", [patterned_prose(i, 20) for i in range(5)])
+        steps += ["--base", str(base), "--method", method]
+        overrides.update(base=str(base), method=method)
     ws = make_workspace(tmp_path / "killed")
     process = run_cli(ws.root, "train", *steps)
     run_dir = ws.runs_dir / "k9"
@@ -186,17 +193,19 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
     done_before = [c.step for c in list_checkpoints(run_dir)]
-    assert done_before and done_before[-1] < 60, "the run ended before it could be killed"
+    assert done_before and done_before[-1] < 40, "the run ended before it could be killed"
 
     resumed = run_cli(ws.root, "train", *steps, "--resume")
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
     assert "resumed from checkpoint-" in output
 
-    straight = train(make_workspace(tmp_path / "straight"), run="k9", overrides={"max_steps": 60, "save_every": 3})
-    assert_same_weights(weights(straight.run_dir / "checkpoint-60"), weights(run_dir / "checkpoint-60"))
+    straight = train(make_workspace(tmp_path / "straight"), run="k9", overrides=overrides)
+    assert_same_weights(weights(straight.run_dir / "checkpoint-40", weights_file), weights(run_dir / "checkpoint-40", weights_file))
     steps_logged = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
-    assert steps_logged == sorted(set(steps_logged)) == list(range(2, 61, 2))  # no line twice after the resume
+    assert steps_logged == sorted(set(steps_logged)) == list(range(2, 41, 2))  # no line twice after the resume
+    losses = train_losses(run_dir)
+    assert losses[-1] < losses[0]
 
 
 def test_out_of_memory_is_a_clear_message_and_leaves_complete_checkpoints(tmp_path: Path,

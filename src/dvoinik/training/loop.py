@@ -199,6 +199,7 @@ def train(
     """Train (or resume) the run `run` of workspace `ws`; `overrides` are [train] settings from flags."""
     import torch
     from accelerate import Accelerator
+    from accelerate.utils import set_seed
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # our own bar is the one the user watches
@@ -251,6 +252,7 @@ def train(
     base_dtype = None
     if settings.method == "lora" and accelerator.mixed_precision in ("bf16", "fp16"):
         base_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16  # frozen base
+    torch.manual_seed(settings.seed)  # the same LoRA initialisation on every process and in every repeat
     try:
         if resume_from is not None:
             model = load_checkpoint_model(resume_from.path, trainable=True, dtype=base_dtype)
@@ -282,6 +284,7 @@ def train(
     if settings.compile:
         model = torch.compile(model)
 
+    set_seed(settings.seed, device_specific=True)  # dropout: repeatable, and different on each process
     step, tokens_seen, train_time = 0, 0, 0.0
     if resume_from is not None:
         trainer_state, sampler_state = ckpt.load_resume_state(accelerator, resume_from.path, optimizer, scheduler)
