@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -229,3 +230,16 @@ def test_out_of_memory_is_a_clear_message_and_leaves_complete_checkpoints(tmp_pa
     assert "out of GPU memory at step 5" in message and "lower train.batch_size" in message
     assert "checkpoint-4" in message and "--resume" in message
     assert [c.step for c in list_checkpoints(ws.runs_dir / "oom")] == [4]
+
+
+def test_gradient_checkpointing_and_accumulation_train(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    base = save_tiny_gpt2(tmp_path / "gpt2", [d.text for d in load_documents(ws.corpus_dir)])
+    for method in ("full", "lora"):
+        result = train(ws, run=f"gc-{method}", overrides={
+            "base": str(base), "method": method, "gradient_checkpointing": True, "grad_accum": 2, "max_steps": 4,
+            "learning_rate": 1e-2})
+        records = [r for r in read_metrics(result.run_dir) if r["kind"] == "train"]
+        assert records[0]["tokens"] == 2 * 2 * 4 * 32  # grad_accum × batch × block per step
+        assert all(math.isfinite(r["loss"]) for r in records) and result.steps == 4
+        assert list_checkpoints(result.run_dir)[-1].step == 4
