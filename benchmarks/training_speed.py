@@ -6,8 +6,8 @@ decay, clipping and precision. Throughput is steady-state tokens per second: the
 `--warmup` steps of each run are left out (allocation, first-call overheads,
 torch.compile). Runs alternate (ours, Trainer, ours, Trainer, ...) and the fastest of
 each counts; the ratio is ours / Trainer. On a CUDA GPU it also reports model FLOPs
-utilisation: (6·N + 12·L·d·T) FLOPs per token (N weights without embeddings... see
-`flops_per_token`) × tokens/s over the GPU's dense bf16 peak.
+utilisation: 6·N + 12·L·d·T FLOPs per token (N weights, L layers, width d, block T;
+see `flops_per_token`) × tokens/s, over the GPU's dense bf16 peak.
 
     python benchmarks/training_speed.py                       # CPU: tiny model
     python benchmarks/training_speed.py --model small --batch-size 16 --block-size 1024 --steps 60
