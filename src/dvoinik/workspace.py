@@ -482,12 +482,17 @@ def write_settings(ws: Workspace, table_name: str, values: dict[str, Any]) -> Wo
     table = doc[table_name]
     for key, value in values.items():
         table[key] = value
+    return _validate_and_write(ws.root, doc)
+
+
+def _validate_and_write(root: Path, doc: tomlkit.TOMLDocument) -> Workspace:
+    """Write the edited dvoinik.toml `doc` atomically, only if it is a valid workspace; return that workspace."""
     text = tomlkit.dumps(doc)
-    updated = parse_workspace(ws.root, tomlkit.parse(text).unwrap())
+    updated = parse_workspace(root, tomlkit.parse(text).unwrap())
     try:
-        atomic_write_text(config, text)
+        atomic_write_text(root / CONFIG_NAME, text)
     except OSError as exc:
-        raise WorkspaceError(f"{config}: cannot write: {exc.strerror or exc}") from exc
+        raise WorkspaceError(f"{root / CONFIG_NAME}: cannot write: {exc.strerror or exc}") from exc
     return updated
 
 
@@ -598,13 +603,7 @@ def add_sources(
             entries.append(inline)
         else:  # load_workspace accepted it, so it is a list of some other kind; be safe
             raise WorkspaceError(f"{config}: sources must be an array of tables ([[sources]])")
-    text = tomlkit.dumps(doc)
-    updated = parse_workspace(current.root, tomlkit.parse(text).unwrap())  # validate before writing
-    try:
-        atomic_write_text(config, text)
-    except OSError as exc:
-        raise WorkspaceError(f"{config}: cannot write: {exc.strerror or exc}") from exc
-    return updated, added
+    return _validate_and_write(current.root, doc), added
 
 
 __all__ = [
