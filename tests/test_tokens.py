@@ -72,7 +72,11 @@ def test_no_corpus_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_meta_records_counts_and_fingerprints(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    token_set, _ = build(ws)
+    calls = []
+    token_set, _ = prepare_tokens(ws.corpus_dir, ws.tokens_dir, None, 400,
+                                  on_progress=lambda stage, done, total: calls.append((stage, done, total)))
+    last = calls[-1]
+    assert last[0] == "tokenizing" and last[1] == last[2] == sum(len(d.text) for d in load_documents(ws.corpus_dir))
     meta = json.loads((token_set.folder / META_FILE).read_text(encoding="utf-8"))
     assert set(meta) >= {"corpus", "tokenizer", "dtype", "eos_id", "authors", "vocab_size"}
     for author in meta["authors"]:

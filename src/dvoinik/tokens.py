@@ -175,33 +175,33 @@ def check_corpus(corpus_dir: Path) -> None:
         raise TokensError(f"{corpus_dir}: no corpus built yet; run `dvoinik corpus` first")
 
 
-def _author_table(corpus_dir: Path) -> list[dict]:
-    """Authors in the corpus mix order (target first), with role and weight, from report.json."""
+def _author_table(corpus_dir: Path) -> tuple[list[dict], int]:
+    """From report.json: authors in mix order (target first) with role and weight, and the corpus's characters."""
     report = json.loads((corpus_dir / REPORT_JSON).read_text(encoding="utf-8"))
-    roles = {name: info.get("role", "influence") for name, info in report.get("authors", {}).items()}
+    authors = report.get("authors", {})
+    roles = {name: info.get("role", "influence") for name, info in authors.items()}
     mix = report.get("mix", {})
     names = sorted(mix, key=lambda a: (roles.get(a) != "target", a))
-    return [{"name": a, "role": roles.get(a, "influence"), "weight": float(mix[a]["weight"])} for a in names]
+    table = [{"name": a, "role": roles.get(a, "influence"), "weight": float(mix[a]["weight"])} for a in names]
+    return table, sum(info.get("train_chars", 0) + info.get("val_chars", 0) for info in authors.values())
 
 
 # ---------------------------------------------------------------- the stage
 
 
-def load_token_set(folder: Path) -> TokenSet | None:
+def load_token_set(folder: Path, reused: bool = False) -> TokenSet | None:
     """The TokenSet in `folder`, or None when there is none (or it is from another format version)."""
-    try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    meta = _meta(folder)
     if meta.get("format") != FORMAT_VERSION:
         return None
     return TokenSet(
         folder=folder, key=meta["key"], dtype=meta["dtype"], eos_id=meta["eos_id"], vocab_size=meta["vocab_size"],
-        authors=tuple(AuthorTokens(**a) for a in meta["authors"]),
+        authors=tuple(AuthorTokens(**a) for a in meta["authors"]), reused=reused,
     )
 
 
 def _meta(folder: Path) -> dict:
+    """meta.json of a token folder; empty when it is missing or unreadable (the folder is then rebuilt)."""
     try:
         return json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -233,7 +233,7 @@ def prepare_tokens(
 
         if meta.get("corpus") == fingerprint and meta.get("format") == FORMAT_VERSION:
             tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / TOKENIZER_DIR)
-            return _reused(folder), tokenizer
+            return _loaded(folder, reused=True), tokenizer
         if on_progress:
             on_progress("training tokenizer", 0, 1)
         tokenizer = train_bpe_tokenizer(lambda: (d.text for d in iter_documents(corpus_dir) if d.split == "train"), vocab_size)
@@ -242,17 +242,17 @@ def prepare_tokens(
         tokenizer = load_base_tokenizer(base)
         if meta.get("corpus") == fingerprint and meta.get("tokenizer") == tokenizer_fingerprint(tokenizer) \
                 and meta.get("format") == FORMAT_VERSION:
-            return _reused(folder), tokenizer
+            return _loaded(folder, reused=True), tokenizer
 
     token_set = _write_token_set(corpus_dir, folder, key, tokenizer, fingerprint, save_tokenizer=base is None,
                                  on_progress=on_progress)
     return token_set, tokenizer
 
 
-def _reused(folder: Path) -> TokenSet:
-    token_set = load_token_set(folder)
-    assert token_set is not None
-    return TokenSet(**{**token_set.__dict__, "reused": True})
+def _loaded(folder: Path, reused: bool) -> TokenSet:
+    token_set = load_token_set(folder, reused)
+    assert token_set is not None  # prepare_tokens checked the format, or just wrote the folder
+    return token_set
 
 
 def _write_token_set(
@@ -262,9 +262,8 @@ def _write_token_set(
     eos = eos_id_of(tokenizer, str(corpus_dir / DOCUMENTS_FILE))
     vocab_size = len(tokenizer)
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
-    authors = _author_table(corpus_dir)
+    authors, total_chars = _author_table(corpus_dir)
     files = {a["name"]: f"{i:02d}.bin" for i, a in enumerate(authors)}
-    total_chars = sum(len(d.text) for d in iter_documents(corpus_dir))
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = temporary_sibling(folder)
@@ -312,9 +311,7 @@ def _write_token_set(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_folder(staging, folder)
-    token_set = load_token_set(folder)
-    assert token_set is not None
-    return token_set
+    return _loaded(folder, reused=False)
 
 
 def _batches(items: Iterator[Document], size: int) -> Iterator[list[Document]]:
