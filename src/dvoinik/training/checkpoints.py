@@ -107,6 +107,7 @@ def save_checkpoint(
 
     final = run_dir / checkpoint_name(step)
     staging = run_dir / f".{final.name}.tmp"  # one name all processes agree on
+    sharded = uses_accelerate_state(accelerator)
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
         (staging / RESUME_DIR).mkdir(parents=True)
@@ -116,12 +117,12 @@ def save_checkpoint(
     accelerator.unwrap_model(model).save_pretrained(
         staging, is_main_process=accelerator.is_main_process, state_dict=state_dict, save_function=accelerator.save,
     )
-    if uses_accelerate_state(accelerator):
+    if sharded:
         accelerator.save_state(staging / RESUME_DIR / ACCELERATE_STATE_DIR)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(staging)
         state = {"trainer": trainer_state, "scheduler": scheduler.state_dict()}
-        if not uses_accelerate_state(accelerator):
+        if not sharded:
             state["optimizer"] = optimizer.state_dict()
             if accelerator.scaler is not None:
                 state["scaler"] = accelerator.scaler.state_dict()

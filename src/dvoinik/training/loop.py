@@ -133,15 +133,15 @@ def planned_steps(settings: TrainSettings, train_tokens: int, tokens_per_step: i
     return settings.max_steps, "max_steps"
 
 
-def resolve_precision(setting: str, accelerator_cpu: bool) -> str:
+def resolve_precision(setting: str) -> str:
     """Accelerate's mixed_precision value: "no", "bf16" or "fp16"."""
     import torch
 
     if setting == "auto":
-        if accelerator_cpu or not torch.cuda.is_available():
+        if not torch.cuda.is_available():
             return "no"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if setting == "fp16" and (accelerator_cpu or not torch.cuda.is_available()):
+    if setting == "fp16" and not torch.cuda.is_available():
         raise TrainingError("precision fp16 needs a CUDA GPU; on a CPU use fp32 or bf16")
     return {"fp32": "no"}.get(setting, setting)
 
@@ -221,7 +221,7 @@ def train(
     cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
         cpu=cpu_processes,
-        mixed_precision=resolve_precision(settings.precision, accelerator_cpu=cpu_processes),
+        mixed_precision=resolve_precision(settings.precision),
         gradient_accumulation_steps=settings.grad_accum,
     )
     main = accelerator.is_main_process
@@ -350,14 +350,13 @@ def train(
             if step % settings.log_every == 0 or step == max_steps:
                 mean_loss = float(accelerator.reduce(window_loss, reduction="mean")) / window_steps  # waits for the GPU
                 now = time.perf_counter()
-                train_time = now - clock_origin
                 ppl = perplexity(mean_loss)
                 speed = speed_tokens / (now - speed_start)
                 record = {"step": step, "kind": "train", "loss": mean_loss, "ppl": ppl,
                           "lr": scheduler.get_last_lr()[0], "tokens_per_second": speed, "tokens": tokens_seen,
-                          "epoch": tokens_seen / max(1, token_set.train_tokens), "elapsed_s": train_time}
+                          "epoch": tokens_seen / max(1, token_set.train_tokens), "elapsed_s": now - clock_origin}
                 metrics.write(record)
-                report.step(StepReport(step, max_steps, mean_loss, ppl, record["lr"], speed, train_time))
+                report.step(StepReport(step, max_steps, mean_loss, ppl, record["lr"], speed, record["elapsed_s"]))
                 result.train_ppl, result.tokens_per_second = ppl, speed
                 window_loss.zero_()
                 window_steps = 0

@@ -7,6 +7,7 @@ and every tool that reads Hugging Face folders reads them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,6 @@ def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: in
 
 
 def _load_error(base: str, exc: Exception) -> ModelError:
-    if isinstance(exc, ModelError):
-        return exc
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if Path(base).expanduser().exists():
         return ModelError(f"cannot load the model in {base}: {first}")
@@ -189,8 +188,6 @@ def load_checkpoint_model(folder: Path, trainable: bool = False, dtype: Any = No
     from transformers import AutoModelForCausalLM
 
     if is_adapter_folder(folder):
-        import json
-
         from peft import PeftModel
 
         base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
