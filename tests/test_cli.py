@@ -371,3 +371,36 @@ def test_demo_refuses_a_folder_in_use(tmp_path: Path) -> None:
     (tmp_path / "used" / "mine.txt").write_text("keep me", encoding="utf-8")
     assert_user_error(invoke("demo", tmp_path / "used"), "already exists and is not empty")
     assert (tmp_path / "used" / "mine.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_generate_from_the_command_line(tmp_path: Path) -> None:
+    import json
+
+    from training_fixtures import make_workspace
+
+    ws = make_workspace(tmp_path)
+    assert invoke("-w", ws.root, "train", "--max-steps", "2", "--run", "g").exit_code == 0
+    streamed = invoke("-w", ws.root, "generate", "Бава", "--max-new-tokens", "8", "--seed", "3")
+    assert streamed.exit_code == 0, streamed.output
+    assert streamed.stdout.startswith("Бава") and "g/checkpoint-2 · preset coherent · seed 3 · guard 10" in streamed.stdout
+    as_json = invoke("-w", ws.root, "generate", "Бава", "--n", "2", "--json", "--preset", "nucleus",
+                     "--max-new-tokens", "6", "--seed", "4", "--guard", "0", "--stop", "\n")
+    assert as_json.exit_code == 0, as_json.output
+    result = json.loads(as_json.stdout)
+    assert result["checkpoint"] == "g/checkpoint-2" and result["guard"] == 0
+    assert result["decoding"]["top_p"] == 0.9 and result["decoding"]["seed"] == 4 and result["decoding"]["stop"] == ["\n"]
+    assert [set(v) >= {"text", "new_tokens", "finish_reason", "copy"} for v in result["variants"]] == [True, True]
+    assert all(v["copy"]["tokens"] >= 0 and v["new_tokens"] <= 6 for v in result["variants"])
+    beams = invoke("-w", ws.root, "generate", "Бава", "--n", "2", "--num-beams", "2", "--max-new-tokens", "4")
+    assert beams.exit_code == 0 and "1. Бава" in beams.stdout and "2. Бава" in beams.stdout
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--preset", "hot"), "unknown preset 'hot'")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--checkpoint", "best"), "no recommendation yet")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--checkpoint", "checkpoint-9"), "no such checkpoint")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--run", "nope"), "no such run")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--top-p", "2"), "top_p = 2.0")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--style", "g"), "expected RUN=WEIGHT")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--style", "g=1"), "mixes LoRA adapters")
+
+
+def test_generate_before_training(double: Path) -> None:
+    assert_user_error(invoke("generate", "Бава"), "no runs yet", "dvoinik train")

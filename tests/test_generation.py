@@ -2,28 +2,146 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+from memorising import memorised_text, memorising_double
 from training_fixtures import make_workspace, save_tiny_gpt2
 
 from dvoinik.corpus.build import load_documents
-from dvoinik.generation import Sampling, continue_prompt, load_for_generation
+from dvoinik.generation import (
+    GenerationError,
+    cut_at_stop,
+    decoding_for,
+    generate,
+    load_checkpoint,
+    load_double,
+    parse_style,
+)
 from dvoinik.training.loop import train
 
+GUARD = 10
 
-def test_continuations_from_a_full_checkpoint_are_seeded(tmp_path: Path) -> None:
+
+@pytest.fixture(scope="module")
+def memorised(tmp_path_factory: pytest.TempPathFactory):
+    return memorising_double(tmp_path_factory.mktemp("memorised"))
+
+
+def _prompt() -> str:
+    text = memorised_text()
+    return text[: text.index(" ", 60)]
+
+
+def test_presets_and_settings_are_validated() -> None:
+    assert decoding_for("nucleus").top_p == 0.9 and decoding_for("nucleus").temperature == 1.0
+    assert decoding_for("nucleus").top_k == 0 and decoding_for("nucleus").do_sample
+    assert not decoding_for("greedy").do_sample and decoding_for("beam").num_beams == 4
+    assert decoding_for("coherent", temperature=0.5).temperature == 0.5
+    assert not decoding_for("coherent", num_beams=3).do_sample  # beams mean beam search
+    with pytest.raises(GenerationError, match="unknown preset 'hot'"):
+        decoding_for("hot")
+    with pytest.raises(GenerationError, match="top_p = 1.5: must be above 0 and at most 1"):
+        decoding_for("nucleus", top_p=1.5)
+    with pytest.raises(GenerationError, match="temperature = 0"):
+        decoding_for("coherent", temperature=0)
+    assert parse_style("early=0.7, late = 0.3") == {"early": 0.7, "late": 0.3}
+    with pytest.raises(GenerationError, match="expected RUN=WEIGHT"):
+        parse_style("early")
+
+
+def test_a_memorising_model_copies_without_the_guard(memorised) -> None:
+    double, ids = memorised
+    variant = generate(double, _prompt(), decoding_for("greedy", max_new_tokens=80)).variants[0]
+    assert memorised_text()[len(_prompt()):].startswith(variant.text)  # word for word
+    assert variant.copy.tokens >= 75 and variant.copy.work == "Заученное" and variant.copy.author == "Автор"
+
+
+@pytest.mark.parametrize("preset", ["greedy", "nucleus", "beam"])
+def test_with_the_guard_no_span_of_n_tokens_is_copied(memorised, preset: str) -> None:
+    double, _ = memorised
+    prompt_ids = double.tokenizer(_prompt(), add_special_tokens=False).input_ids
+    for seed in range(3):
+        result = generate(double, _prompt(), decoding_for(preset, max_new_tokens=80, seed=seed), n=2, guard=GUARD)
+        for variant in result.variants:
+            assert variant.new_tokens > 0
+            window = prompt_ids + list(variant.ids)
+            grams = [window[i : i + GUARD] for i in range(len(prompt_ids) - GUARD + 1, len(window) - GUARD + 1)]
+            assert grams and not any(double.index.contains(g) for g in grams)  # the guarantee, in token ids
+            assert variant.copy.tokens < GUARD  # and in the text as `check` reads it
+
+
+def test_variants_stream_stop_and_repeat_with_their_seed(memorised) -> None:
+    double, _ = memorised
+    decoding = decoding_for("nucleus", max_new_tokens=40, seed=5, stop=("ё",))
+    pieces: dict[int, str] = {}
+    result = generate(double, _prompt(), decoding, n=3, guard=GUARD,
+                      on_text=lambda row, text: pieces.__setitem__(row, pieces.get(row, "") + text))
+    assert [pieces.get(i, "") for i in range(3)] == [v.text for v in result.variants]
+    for variant in result.variants:
+        assert "ё" not in variant.text
+        assert variant.finish_reason in ("stop", "length")
+    assert generate(double, _prompt(), decoding, n=3, guard=GUARD).variants == result.variants
+    other = generate(double, _prompt(), decoding_for("nucleus", max_new_tokens=40, seed=6), n=3, guard=GUARD)
+    assert [v.text for v in other.variants] != [v.text for v in result.variants]
+    assert result.to_json()["decoding"]["seed"] == 5 and len(result.to_json()["variants"]) == 3
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end(memorised) -> None:
+    double, _ = memorised
+    long_prompt = memorised_text() * 3
+    result = generate(double, long_prompt, decoding_for("greedy", max_new_tokens=12))
+    assert result.prompt_tokens == double.context_length - 12
+
+
+def test_bad_requests_are_refused(memorised) -> None:
+    double, _ = memorised
+    with pytest.raises(GenerationError, match="--guard 1"):
+        generate(double, "а", decoding_for("greedy", max_new_tokens=4), guard=1)
+    with pytest.raises(GenerationError, match="at most num_beams"):
+        generate(double, "а", decoding_for("beam", max_new_tokens=4), n=5)
+    with pytest.raises(GenerationError, match="does not fit"):
+        generate(double, "а", decoding_for("greedy", max_new_tokens=600))
+
+
+def test_cut_at_stop() -> None:
+    assert cut_at_stop("один. два", (".", "два")) == ("один", True)
+    assert cut_at_stop("один", (".",)) == ("один", False)
+
+
+def test_a_workspace_run_loads_with_its_copy_index(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    result = train(ws, run="g", overrides={"max_steps": 4})
-    model, tokenizer = load_for_generation(result.checkpoints[-1])
-    sampling = Sampling(max_new_tokens=12, seed=3)
-    first = continue_prompt(model, tokenizer, "Бава", 3, sampling)
-    assert len(first) == 3 and all(isinstance(t, str) and t for t in first)
-    assert continue_prompt(model, tokenizer, "Бава", 3, sampling) == first
-    assert continue_prompt(model, tokenizer, "Бава", 3, Sampling(max_new_tokens=12, seed=4)) != first
+    train(ws, run="g", overrides={"max_steps": 4})
+    double = load_double(ws)
+    assert double.checkpoint == "g/checkpoint-4" and double.index is not None
+    result = generate(double, "Бава", decoding_for("coherent", max_new_tokens=12, seed=3), n=2, guard=GUARD)
+    assert len(result.variants) == 2 and all(v.copy is not None for v in result.variants)
 
 
-def test_continuations_from_a_lora_checkpoint(tmp_path: Path) -> None:
+def test_style_mix_of_two_lora_runs(tmp_path: Path) -> None:
+    import torch
+
     ws = make_workspace(tmp_path)
     base = save_tiny_gpt2(tmp_path / "gpt2", [d.text for d in load_documents(ws.corpus_dir)])
-    result = train(ws, run="l", overrides={"base": str(base), "method": "lora", "max_steps": 4})
-    model, tokenizer = load_for_generation(result.checkpoints[-1])
-    assert type(model).__name__.startswith("Peft")
-    assert len(continue_prompt(model, tokenizer, "Бава", 2, Sampling(max_new_tokens=8))) == 2
+    for run, seed in (("early", 1), ("late", 2)):
+        train(ws, run=run, overrides={"base": str(base), "method": "lora", "max_steps": 4, "seed": seed,
+                                      "learning_rate": 5e-2})
+    ids = torch.tensor([[5, 6, 7, 8]])
+
+    def logits(double) -> np.ndarray:
+        with torch.no_grad():
+            return double.model(input_ids=ids).logits.numpy()
+
+    early = logits(load_checkpoint(ws.runs_dir / "early" / "checkpoint-4"))
+    late = logits(load_checkpoint(ws.runs_dir / "late" / "checkpoint-4"))
+    assert not np.allclose(early, late, atol=1e-4)
+    assert np.allclose(logits(load_double(ws, style={"early": 1.0, "late": 0.0})), early, atol=1e-5)
+    half = load_double(ws, style={"early": 0.5, "late": 0.5})
+    assert half.checkpoint == "early=0.5+late=0.5"
+    mixed = logits(half)
+    assert not np.allclose(mixed, early, atol=1e-4) and not np.allclose(mixed, late, atol=1e-4)
+    text = generate(half, "Бава", decoding_for("greedy", max_new_tokens=6)).variants[0].text
+    assert isinstance(text, str)
+
+    train(ws, run="full", overrides={"max_steps": 2})
+    with pytest.raises(GenerationError, match="mixes LoRA adapters"):
+        load_double(ws, style={"early": 0.5, "full": 0.5})

@@ -268,7 +268,7 @@ def test_add_preserves_comments_and_other_sections(ws: Workspace, books: Path) -
     text = text.replace('base = "tiny"', 'base = "ai-forever/rugpt3small_based_on_gpt2"  # small first')
     write_config(ws, text)
     ws, _ = add_sources(load_workspace(ws.root), [books / "andreev"], author="Андреев", role="target")
-    write_config(ws, ws.config_path.read_text(encoding="utf-8") + "\n[generate]\ntop_p = 0.9  # nucleus\n")
+    write_config(ws, ws.config_path.read_text(encoding="utf-8") + "\n[serve]\nport = 5001  # the studio\n")
     ws, _ = add_sources(ws, [books / "grin"], author="Грин")
 
     after = ws.config_path.read_text(encoding="utf-8")
@@ -277,14 +277,14 @@ def test_add_preserves_comments_and_other_sections(ws: Workspace, books: Path) -
         "seed = 99  # my lucky seed",
         "# training: decided with the editor",
         'base = "ai-forever/rugpt3small_based_on_gpt2"  # small first',
-        "top_p = 0.9  # nucleus",
+        "port = 5001  # the studio",
         "# random seed for the validation split",
     ):
         assert kept in after
     doc = tomlkit.parse(after).unwrap()
     assert doc["train"]["base"] == "ai-forever/rugpt3small_based_on_gpt2"
     assert ws.train.base == "ai-forever/rugpt3small_based_on_gpt2"
-    assert doc["generate"] == {"top_p": 0.9}
+    assert doc["serve"] == {"port": 5001}
     assert [s["author"] for s in doc["sources"]] == ["Андреев", "Грин"]
     assert ws.corpus.seed == 99
 

@@ -45,8 +45,21 @@ from rich.progress import (
 )
 
 from dvoinik import __version__, demo
+from dvoinik.check import CheckReport, CopiedSpan, check_file
+from dvoinik.copyindex import CopyIndexError
 from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build_corpus
 from dvoinik.corpus.report import authors_table, summary_line
+from dvoinik.generation import (
+    Generation,
+    GenerationError,
+    Variant,
+    decoding_for,
+    generate,
+    load_double,
+    parse_style,
+    with_seed,
+)
+from dvoinik.runs import AUTO, RunError
 from dvoinik.tokens import TokensError
 from dvoinik.training.data import DataError
 from dvoinik.training.loop import TrainingError, train
@@ -384,3 +397,135 @@ def demo_command(
         out.print(Text.assemble((f"\n{number}. ", "bold"), result.prompt, (continuation.text, "cyan")))
         out.print(Text(f"   closer to {continuation.nearest} ({verdict}); trigram similarity: {scores}", style="dim"))
     out.print(f"\nWorkspace: {result.workspace.root} (dvoinik.toml, corpus/, tokens/, runs/{demo.RUN}/)")
+
+
+# ---------------------------------------------------------------- generate
+
+
+def _copy_line(variant: Variant) -> str:
+    copy = variant.copy
+    if copy is None:
+        return ""
+    if copy.tokens == 0:
+        return "nothing found in the training texts"
+    return f"longest span found in the training texts: {copy.tokens} tokens, from «{copy.work}» ({copy.author})"
+
+
+@app.command("generate")
+@user_errors(GenerationError, RunError, CopyIndexError, TokensError, ModelError)
+def generate_command(
+    ctx: typer.Context,
+    prompt: Annotated[str, typer.Argument(help="The text to continue; - reads it from standard input.")],
+    preset: Annotated[str | None, typer.Option("--preset", help="coherent, nucleus (top_p 0.9, temperature 1), greedy or beam; default: [generate] preset.")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Variants, written in one batch.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the sampling; default: a fresh one (printed with --json).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens to write per variant.")] = None,
+    guard: Annotated[int | None, typer.Option("--guard", metavar="N", help="Never copy N tokens in a row from the training texts; 0 = off.")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="The run (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint-N, best (the evaluation's pick), last; default: best if evaluated, else last.")] = AUTO,
+    style: Annotated[str | None, typer.Option("--style", metavar="RUN=W,...", help="Mix the LoRA adapters of several runs by weight.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the variants as JSON (text, tokens, finish reason, copy score).")] = False,
+    temperature: Annotated[float | None, typer.Option("--temperature")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="0 = off.")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="1 = off.")] = None,
+    typical_p: Annotated[float | None, typer.Option("--typical-p", help="1 = off.")] = None,
+    min_p: Annotated[float | None, typer.Option("--min-p", help="0 = off.")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option("--repetition-penalty", help="1 = off.")] = None,
+    no_repeat_ngram_size: Annotated[int | None, typer.Option("--no-repeat-ngram-size", help="0 = off.")] = None,
+    num_beams: Annotated[int | None, typer.Option("--num-beams", help="Beam search with this many beams (no sampling).")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop a variant at this string (repeatable).")] = None,
+) -> None:
+    """Continue PROMPT with the double: presets, every sampling setting, N variants, the originality guard."""
+    ws = open_workspace(ctx)
+    if prompt == "-":
+        import sys
+
+        prompt = sys.stdin.read()
+    settings = ws.generate
+    decoding = with_seed(decoding_for(
+        preset or settings.preset, max_new_tokens=max_new_tokens or settings.max_new_tokens, temperature=temperature,
+        top_k=top_k, top_p=top_p, typical_p=typical_p, min_p=min_p, repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams, stop=tuple(stop) if stop else None,
+    ), seed)
+    variants = n or settings.variants
+    err = _console(stderr=True)
+    with err.status("loading the double") as status:
+        double = load_double(ws, run, checkpoint, parse_style(style) if style else None,
+                             on_progress=lambda message: status.update(message))
+    guard_n = settings.guard if guard is None else guard
+    out = _console()
+    if as_json:
+        with err.status(f"writing {variants} variant(s) with {double.checkpoint}"):
+            result = generate(double, prompt, decoding, variants, guard_n)
+        import json
+
+        typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+        return
+    if variants == 1 and decoding.num_beams == 1:
+        out.print(Text(prompt, style="bold"), end="")
+        result = generate(double, prompt, decoding, 1, guard_n,
+                          on_text=lambda _, piece: out.print(Text(piece, style="cyan"), end="", soft_wrap=True))
+        out.print()
+    else:
+        with err.status(f"writing {variants} variants with {double.checkpoint}"):
+            result = generate(double, prompt, decoding, variants, guard_n)
+        for number, variant in enumerate(result.variants, start=1):
+            out.print(Text.assemble((f"\n{number}. ", "bold"), (prompt, "bold"), (variant.text, "cyan")), soft_wrap=True)
+            out.print(Text(f"   {_copy_line(variant)}", style="dim"), soft_wrap=True)
+    _generation_footer(out, result)
+
+
+def _generation_footer(out: Console, result: Generation) -> None:
+    guard = f"guard {result.guard}" if result.guard else "guard off"
+    out.print(Text(f"{result.checkpoint} · preset {result.decoding.preset} · seed {result.decoding.seed} · {guard}",
+                   style="dim"), soft_wrap=True)
+    if len(result.variants) == 1:
+        out.print(Text(_copy_line(result.variants[0]), style="dim"), soft_wrap=True)
+
+
+# ---------------------------------------------------------------- check
+
+
+def _span_row(number: int, span: CopiedSpan) -> list[str]:
+    words = span.text if len(span.text) <= 160 else span.text[:120] + " … " + span.text[-30:]
+    return [str(number), str(span.tokens), f"{span.start}–{span.end}",
+            f"{span.author} — «{span.work}», {span.work_share:.0%} in", " ".join(words.split())]
+
+
+def _check_summary(report: CheckReport) -> str:
+    longest = report.longest
+    where = f" (from «{longest.work}», {longest.author})" if longest else ""
+    return (f"{report.tokens:,} tokens; {len(report.spans)} span(s) of {report.min_tokens}+ tokens; "
+            f"longest {longest.tokens if longest else 0} tokens{where}; "
+            f"{report.copied_share:.1%} of the text in copied spans")
+
+
+@app.command("check")
+@user_errors(RunError, CopyIndexError, CorpusError, TokensError)
+def check_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A text in any format and encoding the corpus reads.")],
+    min_tokens: Annotated[int | None, typer.Option("--min-tokens", help="Report spans of at least this many tokens; default: [check] min_tokens (50).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Whose training texts (default: the latest run's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Find the spans of FILE copied from the training texts; exit status 1 when there is one."""
+    ws = open_workspace(ctx)
+    if min_tokens is not None and min_tokens < 1:
+        fail(f"--min-tokens {min_tokens}: must be 1 or more")
+    with _console(stderr=True).status(f"checking {file}"):
+        report = check_file(ws, file, run, min_tokens)
+    out = _console()
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        if report.spans:
+            table = Table("#", "tokens", "chars", "source", "words", title=f"Copied spans in {file}", title_justify="left")
+            for number, span in enumerate(report.spans, start=1):
+                table.add_row(*_span_row(number, span))
+            out.print(table)
+        out.print(Text(_check_summary(report), style="red" if report.over_threshold else "green"), soft_wrap=True)
+    if report.over_threshold:
+        raise typer.Exit(1)

@@ -4,7 +4,7 @@ Two fictional authors with far-apart voices (see demo_texts/README.md): Варв
 Ключарёва, the target — long lyrical sentences, ё, semicolons, a village on a river — and
 Семён Рубцов, the influence — clipped office dialogue, digits, no ё. The demo makes a
 workspace, builds the corpus, trains the tiny built-in model from scratch, and continues
-a neutral prompt; each continuation is compared with both authors' training text by
+a neutral prompt with the originality guard on; each continuation is compared with both authors' training text by
 character trigrams, so the output says whose voice it carries.
 """
 
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from dvoinik.copyindex import CopyIndex, open_copy_index
 from dvoinik.corpus.build import BuildResult, build_corpus, load_documents
-from dvoinik.generation import Sampling, continue_prompt, load_for_generation
+from dvoinik.generation import CopyScore, decoding_for, generate, load_checkpoint
+from dvoinik.runs import find_run, run_token_set
 from dvoinik.training.loop import TrainObserver, TrainResult, train
 from dvoinik.workspace import Workspace, WorkspaceError, add_sources, init_workspace, write_settings
 
@@ -42,7 +44,8 @@ TRAIN_SETTINGS = {
     "learning_rate": 2e-3, "warmup_fraction": 0.05, "max_steps": 300, "save_every": 150, "eval_every": 50,
     "eval_blocks": 16, "log_every": 10, "time_budget_minutes": 3.0,
 }
-SAMPLING = Sampling(max_new_tokens=60, temperature=0.8, top_p=0.9, seed=7)
+DECODING = decoding_for("nucleus", temperature=0.8, max_new_tokens=60, seed=7)
+GUARD = 10  # no span of 10 tokens of the training texts is copied
 VARIANTS = 3
 
 
@@ -50,6 +53,7 @@ VARIANTS = 3
 class Continuation:
     text: str
     similarity: dict[str, float]  # author -> cosine of character-trigram profiles with their training text
+    copy: CopyScore | None = None  # the longest span found in the training texts
 
     @property
     def nearest(self) -> str:
@@ -104,10 +108,11 @@ def run_demo(folder: Path, observer: TrainObserver | None = None, prompt: str = 
     ws = create_demo_workspace(folder)
     corpus = build_corpus(ws)
     training = train(ws, run=RUN, observer=observer)
-    model, tokenizer = load_for_generation(training.checkpoints[-1])
-    texts = continue_prompt(model, tokenizer, prompt, VARIANTS, SAMPLING)
+    index: CopyIndex = open_copy_index(run_token_set(ws, find_run(ws, RUN)))
+    double = load_checkpoint(training.checkpoints[-1], index)
+    variants = generate(double, prompt, DECODING, n=VARIANTS, guard=GUARD).variants
     documents = load_documents(ws.corpus_dir)
     profiles = {a.name: trigram_profile(" ".join(d.text for d in documents if d.author == a.name and d.split == "train"))
                 for a in AUTHORS}
-    continuations = [Continuation(text, voice_similarity(text, profiles)) for text in texts]
+    continuations = [Continuation(v.text, voice_similarity(v.text, profiles), v.copy) for v in variants]
     return DemoResult(ws, corpus, training, prompt, AUTHORS[0].name, continuations)

@@ -2,7 +2,8 @@
 
     tokens/<key>/
       tokenizer/          the byte-level BPE trained on the training split (built-in models only)
-      meta.json           fingerprints of the corpus and tokenizer, dtype, EOS id, token counts
+      meta.json           fingerprints of the corpus and tokenizer, dtype, EOS id, token counts,
+                          and where each document starts in its author's file
       train/<NN>.bin      one author's training documents as token ids, EOS after each document
       val/<NN>.bin        the same for held-out works
 
@@ -34,7 +35,7 @@ META_FILE = "meta.json"
 TOKENIZER_DIR = "tokenizer"
 END_OF_TEXT = "<|endoftext|>"
 SPLITS = ("train", "val")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-document offsets (the copy index names source works)
 ENCODE_BATCH_DOCS = 16
 
 
@@ -53,6 +54,18 @@ class AuthorTokens:
 
 
 @dataclass(frozen=True)
+class DocumentTokens:
+    """Where one document of documents.jsonl lies in its author's token file (EOS included)."""
+
+    id: str
+    author: str
+    title: str
+    split: str
+    start: int
+    tokens: int
+
+
+@dataclass(frozen=True)
 class TokenSet:
     """A built tokens/<key>/ folder: where its files are and what they hold."""
 
@@ -62,6 +75,7 @@ class TokenSet:
     eos_id: int
     vocab_size: int
     authors: tuple[AuthorTokens, ...]
+    documents: tuple[DocumentTokens, ...] = ()
     reused: bool = False
 
     def path(self, split: str, author: AuthorTokens) -> Path:
@@ -196,7 +210,8 @@ def load_token_set(folder: Path, reused: bool = False) -> TokenSet | None:
         return None
     return TokenSet(
         folder=folder, key=meta["key"], dtype=meta["dtype"], eos_id=meta["eos_id"], vocab_size=meta["vocab_size"],
-        authors=tuple(AuthorTokens(**a) for a in meta["authors"]), reused=reused,
+        authors=tuple(AuthorTokens(**a) for a in meta["authors"]),
+        documents=tuple(DocumentTokens(**d) for d in meta.get("documents", [])), reused=reused,
     )
 
 
@@ -272,6 +287,7 @@ def _write_token_set(
         for split in SPLITS:
             (staging / split).mkdir()
         counts = {(split, a["name"]): 0 for split in SPLITS for a in authors}
+        documents: list[dict] = []
         handles = {(split, name): open(staging / split / file, "wb") for split in SPLITS for name, file in files.items()}
         try:
             done = 0
@@ -282,6 +298,8 @@ def _write_token_set(
                                           "rebuild the corpus with `dvoinik corpus`")
                     ids.append(eos)
                     np.asarray(ids, dtype=dtype).tofile(handles[(doc.split, doc.author)])
+                    documents.append({"id": doc.id, "author": doc.author, "title": doc.title, "split": doc.split,
+                                      "start": counts[(doc.split, doc.author)], "tokens": len(ids)})
                     counts[(doc.split, doc.author)] += len(ids)
                     done += len(doc.text)
                 if on_progress:
@@ -304,6 +322,7 @@ def _write_token_set(
                  "val_tokens": counts[("val", a["name"])]}
                 for a in authors
             ],
+            "documents": documents,
         }
         (staging / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
         fsync_files(staging)

@@ -3,7 +3,8 @@
 A workspace is a folder holding one double::
 
     my-double/
-      dvoinik.toml   [double] name and language, [corpus] settings, [[sources]]
+      dvoinik.toml   [double] name and language, [[sources]], and one table of settings per stage:
+                     [corpus], [train], [generate], [check], [evaluate]
       corpus/        built by `dvoinik corpus`
       tokens/        built by the token stage
       runs/          one folder per training run
@@ -160,6 +161,57 @@ class TrainSettings:
     lora_targets: str = _setting("", "comma-separated module names for LoRA; empty = chosen by architecture")
 
 
+PRESETS = ("coherent", "nucleus", "greedy", "beam")  # their values are in generation.py
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """[generate]: what `dvoinik generate` (and later the studio) does unless a flag says otherwise."""
+
+    preset: str = _setting(
+        "coherent", "decoding preset: coherent (low temperature, repetition penalty), nucleus (the story's top_p 0.9, "
+        "temperature 1.0), greedy or beam", lambda v: v in PRESETS, "one of: " + ", ".join(PRESETS),
+    )
+    variants: int = _setting(1, "continuations per request (--n)", lambda v: 1 <= v <= 64, "between 1 and 64")
+    max_new_tokens: int = _setting(200, "tokens to generate per continuation", lambda v: v >= 1, "1 or more")
+    guard: int = _setting(
+        10, "originality guard: never complete an n-gram of this many tokens that occurs in the training texts; "
+        "0 = off", lambda v: v == 0 or v >= 2, "0 or at least 2",
+    )
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """[check]: what counts as copied."""
+
+    min_tokens: int = _setting(50, "report spans of at least this many tokens found in the training texts "
+                                   "(and exit with status 1 when there is one)", lambda v: v >= 1, "1 or more")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """[evaluate]: how `dvoinik evaluate` measures every checkpoint of a run."""
+
+    prompts: int = _setting(24, "prompts taken from the target author's held-out works (one sample each)",
+                            lambda v: v >= 1, "1 or more")
+    prompt_tokens: int = _setting(32, "tokens of held-out text in each prompt", lambda v: v >= 1, "1 or more")
+    sample_tokens: int = _setting(128, "tokens generated per sample (and of real text compared with them)",
+                                  lambda v: v >= 8, "8 or more")
+    preset: str = _setting("nucleus", "decoding preset of the samples (the story's setting by default)",
+                           lambda v: v in PRESETS, "one of: " + ", ".join(PRESETS))
+    extraction_prompts: int = _setting(32, "extraction audit: 64-token prompts from the target's training works",
+                                       lambda v: v >= 0, "0 or more")
+    max_target_copy_share: float = _setting(
+        0.0, "recommendation rule: the most samples allowed to hold a copied span of [check] min_tokens (a share)",
+        lambda v: 0.0 <= v <= 1.0, "between 0 and 1",
+    )
+    max_extraction_share: float = _setting(
+        0.05, "recommendation rule: the most extraction prompts allowed to be reproduced exactly (a share)",
+        lambda v: 0.0 <= v <= 1.0, "between 0 and 1",
+    )
+    seed: int = _setting(0, "seed for the samples (every checkpoint gets the same draws)")
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -168,6 +220,9 @@ class Workspace:
     sources: tuple[Source, ...]
     corpus: CorpusSettings
     train: TrainSettings = TrainSettings()
+    generate: GenerateSettings = GenerateSettings()
+    check: CheckSettings = CheckSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
 
     @property
     def config_path(self) -> Path:
@@ -239,6 +294,12 @@ def render_config(name: str, language: str) -> str:
         "[train]",
     ]
     lines += _settings_lines(TrainSettings)
+    for table, cls, comment in (
+        ("generate", GenerateSettings, "How `dvoinik generate` decodes (flags such as --preset or --guard override one call)."),
+        ("check", CheckSettings, "What `dvoinik check` and the copy scores count as copied."),
+        ("evaluate", EvaluateSettings, "How `dvoinik evaluate` measures checkpoints and picks one."),
+    ):
+        lines += ["", f"# {comment}", f"[{table}]"] + _settings_lines(cls)
     lines += [
         "",
         "# Sources are added with `dvoinik add PATH... --author NAME [--role target|influence] [--weight W]`:",
@@ -427,12 +488,16 @@ def parse_workspace(root: Path, doc: dict) -> Workspace:
         raise WorkspaceError(f"{config}: [double] language must not be empty")
     corpus = parse_settings(CorpusSettings, f"{config}: [corpus]", doc.get("corpus", {}))
     train = parse_settings(TrainSettings, f"{config}: [train]", doc.get("train", {}))
+    generate = parse_settings(GenerateSettings, f"{config}: [generate]", doc.get("generate", {}))
+    check = parse_settings(CheckSettings, f"{config}: [check]", doc.get("check", {}))
+    evaluate = parse_settings(EvaluateSettings, f"{config}: [evaluate]", doc.get("evaluate", {}))
     raw_sources = doc.get("sources", [])
     if not isinstance(raw_sources, list):
         raise WorkspaceError(f"{config}: sources must be an array of tables ([[sources]]), got {raw_sources!r}")
     sources = tuple(_parse_source(config, root, i, t) for i, t in enumerate(raw_sources, start=1))
     _check_consistency(str(config), sources)
-    return Workspace(root=root, name=name, language=language, sources=sources, corpus=corpus, train=train)
+    return Workspace(root=root, name=name, language=language, sources=sources, corpus=corpus, train=train,
+                     generate=generate, check=check, evaluate=evaluate)
 
 
 def load_workspace(root: Path) -> Workspace:

@@ -132,6 +132,24 @@ def _read_and_clean(task: FileTask) -> FileOutcome:
     return outcome
 
 
+def read_text_file(path: Path, language: str) -> str:
+    """One user file (any format and encoding the corpus reads) as one cleaned text, works joined by blank lines.
+
+    What `check` and `style` read: cleaned like the corpus, so quotes, dashes and
+    hyphenation compare equal with the training texts.
+    """
+    result = read_file(path)
+    if not result.texts:
+        reason = result.skipped[0].reason if result.skipped else "no text found"
+        raise CorpusError(f"{path}: {reason}")
+    works = [clean_text(raw.text, structured=raw.structured, author_hint=raw.author, title_hint=raw.title,
+                        language=language).text for raw in result.texts]
+    text = "\n\n".join(w for w in works if w.strip())
+    if not text.strip():
+        raise CorpusError(f"{path}: no text left after cleaning")
+    return text
+
+
 def _title_from_source(source: str) -> str:
     name = source.split("!")[-1].split("#")[0]
     name = Path(name).name
