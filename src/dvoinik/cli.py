@@ -49,6 +49,7 @@ from dvoinik.check import CheckReport, CopiedSpan, check_file
 from dvoinik.copyindex import CopyIndexError
 from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build_corpus
 from dvoinik.corpus.report import authors_table, summary_line
+from dvoinik.evaluate import EvaluationError, evaluate_run
 from dvoinik.generation import (
     Generation,
     GenerationError,
@@ -60,6 +61,7 @@ from dvoinik.generation import (
     with_seed,
 )
 from dvoinik.runs import AUTO, RunError
+from dvoinik.stylometry import StyleError, style_file
 from dvoinik.tokens import TokensError
 from dvoinik.training.data import DataError
 from dvoinik.training.loop import TrainingError, train
@@ -529,3 +531,79 @@ def check_command(
         out.print(Text(_check_summary(report), style="red" if report.over_threshold else "green"), soft_wrap=True)
     if report.over_threshold:
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- style
+
+
+@app.command("style")
+@user_errors(StyleError, CorpusError)
+def style_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A text in any format and encoding the corpus reads.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ranking as JSON.")] = False,
+) -> None:
+    """Which of the corpus's authors FILE reads like: Cosine Delta on frequent words and character n-grams."""
+    ws = open_workspace(ctx)
+    with _console(stderr=True).status(f"reading {file}") as status:
+        attribution = style_file(ws, file, on_progress=lambda *args: status.update(str(args[0])))
+    if as_json:
+        import json
+        from dataclasses import asdict
+
+        typer.echo(json.dumps({"file": str(file), **asdict(attribution)}, ensure_ascii=False, indent=2))
+        return
+    table = Table("author", "probability", "distance", "words view", "characters view",
+                  title=f"{file}: {attribution.words:,} words", title_justify="left")
+    for score in attribution.ranking:
+        table.add_row(score.author, f"{score.probability:.1%}", f"{score.distance:.3f}", f"{score.word_distance:.3f}",
+                      f"{score.char_distance:.3f}")
+    out = _console()
+    out.print(table)
+    out.print(Text(f"Reads most like {attribution.best.author} (confidence {attribution.confidence:.0%}).", style="bold"))
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@app.command("evaluate")
+@user_errors(EvaluationError, RunError, CopyIndexError, StyleError, TokensError, ModelError)
+def evaluate_command(
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Option("--run", help="The run to evaluate (default: the latest).")] = None,
+) -> None:
+    """Measure every checkpoint of a run (perplexity, style, copying, extraction, diversity); recommend one."""
+    ws = open_workspace(ctx)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("checkpoints"),
+        TimeRemainingColumn(), console=_console(stderr=True), transient=True,
+    )
+    with progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_progress(what: str, done: int, total: int) -> None:
+            progress.update(task, description=what, completed=done, total=total)
+
+        result = evaluate_run(ws, run, on_progress)
+    out = _console()
+    report = result.report
+    table = Table("checkpoint", "ppl target", "read as target", "longest span", f"{report['min_tokens']}+ spans",
+                  "extraction exact", title=f"Run {result.run}", title_justify="left")
+    for c in report["checkpoints"]:
+        exact = c["extraction"]["exact_share"]
+        share = c["samples"]["target_share"]
+        ppl = c.get("val_target_ppl")
+        table.add_row(("→ " if c["name"] == result.recommended else "") + c["name"],
+                      f"{ppl:.1f}" if ppl else "—", f"{share:.0%}" if share is not None else "—",
+                      f"{c['samples']['longest_span']['mean']:.1f} / {c['samples']['longest_span']['max']:.0f}",
+                      f"{c['samples']['share_with_copied_span']:.0%}", f"{exact:.0%}" if exact is not None else "—")
+    ceiling = report["ceiling"]["target_share"]
+    table.add_row("real held-out text", "", f"{ceiling:.0%}" if ceiling is not None else "—",
+                  f"{report['ceiling']['longest_span']['mean']:.1f} / {report['ceiling']['longest_span']['max']:.0f}",
+                  "", "", style="dim")
+    out.print(table)
+    verdict = f"Recommended: {result.recommended} ({report['reason']})" if result.recommended else \
+        f"No recommendation: {report['reason']}"
+    out.print(Text(verdict, style="bold green" if result.recommended else "bold red"), soft_wrap=True)
+    out.print(Text(f"Rule: {report['rule']}", style="dim"), soft_wrap=True)
+    out.print(f"Report: {result.folder / 'report.html'} (and report.json, plots/)")

@@ -400,8 +400,6 @@ def generate(
     on_text: Callable[[int, str], None] | None = None,
 ) -> Generation:
     """`n` continuations of `prompt` in one batched call; `on_text(variant, new_text)` streams them (not beams)."""
-    import torch
-
     if n < 1:
         raise GenerationError(f"n = {n}: ask for 1 variant or more")
     if guard and double.index is None:
@@ -411,11 +409,22 @@ def generate(
     if decoding.num_beams > 1 and n > decoding.num_beams:
         raise GenerationError(f"--n {n} with beam search: at most num_beams ({decoding.num_beams}) variants")
     ids = prompt_ids(double, prompt, decoding.max_new_tokens)
+    streamer = VariantStreamer(double.tokenizer, n, decoding.stop, on_text) if on_text and decoding.num_beams == 1 else None
+    rows = sample_ids(double, ids, decoding, guard, n, streamer)
+    variants = [_variant(double, row, decoding) for row in rows]
+    return Generation(prompt, int(ids.shape[1]), double.checkpoint, decoding, guard, variants)
+
+
+def sample_ids(
+    double: Double, prompts: Any, decoding: Decoding, guard: int = 0, n: int = 1, streamer: Any = None,
+) -> list[list[int]]:
+    """The new token ids for each of `n` variants of each row of `prompts` (equal-length rows), cut at end of text."""
+    import torch
+
     guard_processor = originality_guard(double.index, guard, double.eos_id) if guard else None
     device = next(double.model.parameters()).device
-    rows = 1 if decoding.num_beams > 1 else n
-    batch = ids.repeat(rows, 1).to(device)
-    streamer = VariantStreamer(double.tokenizer, n, decoding.stop, on_text) if on_text and decoding.num_beams == 1 else None
+    beams = decoding.num_beams > 1
+    batch = (prompts if beams else prompts.repeat_interleave(n, dim=0)).to(device)
     # Neutral values override a checkpoint's generation_config.json, so generate adds no processor of its own.
     neutral: dict[str, Any] = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
     if decoding.do_sample:
@@ -424,23 +433,22 @@ def generate(
     with torch.no_grad():
         output = double.model.generate(
             input_ids=batch, attention_mask=torch.ones_like(batch),
-            do_sample=decoding.do_sample, num_beams=decoding.num_beams,
-            num_return_sequences=n if decoding.num_beams > 1 else 1,
+            do_sample=decoding.do_sample, num_beams=decoding.num_beams, num_return_sequences=n if beams else 1,
             max_new_tokens=decoding.max_new_tokens, logits_processor=logits_processors(decoding, guard_processor),
             stop_strings=list(decoding.stop) or None, tokenizer=double.tokenizer if decoding.stop else None,
             pad_token_id=double.eos_id, eos_token_id=double.eos_id, streamer=streamer, **neutral,
         )
-    variants = [_variant(double, row[ids.shape[1]:].tolist(), decoding) for row in output]
-    return Generation(prompt, int(ids.shape[1]), double.checkpoint, decoding, guard, variants)
+    rows = []
+    for row in output[:, prompts.shape[1]:].tolist():
+        if double.eos_id is not None and double.eos_id in row:
+            row = row[: row.index(double.eos_id)]
+        rows.append(row)
+    return rows
 
 
 def _variant(double: Double, new_ids: list[int], decoding: Decoding) -> Variant:
-    eos = double.eos_id
-    ended = eos is not None and eos in new_ids
-    if ended:
-        new_ids = new_ids[: new_ids.index(eos)]
     text, stopped = cut_at_stop(double.tokenizer.decode(new_ids, skip_special_tokens=True), decoding.stop)
-    reason = "stop" if ended or stopped else "length"
+    reason = "stop" if stopped or len(new_ids) < decoding.max_new_tokens else "length"
     return Variant(text, len(new_ids), reason, copy_score(double.index, double.tokenizer, text), tuple(new_ids))
 
 

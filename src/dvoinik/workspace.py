@@ -195,7 +195,7 @@ class EvaluateSettings:
     prompts: int = _setting(24, "prompts taken from the target author's held-out works (one sample each)",
                             lambda v: v >= 1, "1 or more")
     prompt_tokens: int = _setting(32, "tokens of held-out text in each prompt", lambda v: v >= 1, "1 or more")
-    sample_tokens: int = _setting(128, "tokens generated per sample (and of real text compared with them)",
+    sample_tokens: int = _setting(192, "tokens generated per sample (and of real text compared with them)",
                                   lambda v: v >= 8, "8 or more")
     preset: str = _setting("nucleus", "decoding preset of the samples (the story's setting by default)",
                            lambda v: v in PRESETS, "one of: " + ", ".join(PRESETS))

@@ -1,0 +1,415 @@
+"""`dvoinik evaluate`: measure every checkpoint of a run and recommend one.
+
+For each checkpoint, on the same prompts and seeds:
+
+- perplexity on the target author's and the influences' held-out works;
+- style: samples continuing prompts from the target's held-out works, attributed among the
+  corpus's authors (stylometry.py); the real continuations of the same prompts, measured the
+  same way, are the ceiling;
+- copying: the longest span of each sample found in the training texts, the share of samples
+  with a span of `[check] min_tokens`, and the share of novel n-grams for n = 1…20, beside the
+  same curve for the real held-out continuations;
+- extraction: 64-token prompts from the target's training works, continued greedily for 64
+  tokens: how many reproduce the book exactly, and the mean longest copied span;
+- diversity: distinct-1/2/3 over all samples and repetition inside each sample.
+
+The recommendation rule, stated in the report: among checkpoints whose samples copy no more
+than allowed and whose extraction audit stays under its limit, the one whose samples are most
+often attributed to the target; ties go to the lower held-out perplexity. The run's
+`evaluation/` folder (report.json, report.html, plots) is written under a temporary name and
+swapped in whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dvoinik.atomic import fsync_files, replace_folder, restore_previous_folder, temporary_sibling
+from dvoinik.copyindex import CopyIndex, open_copy_index
+from dvoinik.generation import Double, decoding_for, sample_ids
+from dvoinik.runs import EVALUATION_DIR, REPORT_JSON, Run, find_run, run_token_set
+from dvoinik.stylometry import StyleModel, attribute_many, load_or_fit_workspace_model
+from dvoinik.tokens import TokenSet
+from dvoinik.training.checkpoints import Checkpoint, list_checkpoints
+from dvoinik.training.data import validation_blocks
+from dvoinik.training.metrics import perplexity
+from dvoinik.training.models import load_checkpoint_model
+from dvoinik.workspace import EvaluateSettings, Workspace
+
+EXTRACTION_TOKENS = 64  # prompt and continuation length of the extraction audit (the usual setup)
+NOVELTY_N = tuple(range(1, 21))
+DISTINCT_N = (1, 2, 3)
+REPETITION_N = 3  # a word trigram met earlier in the same text counts as repetition
+SAMPLES_SHOWN = 3
+_WORDS = re.compile(r"\w+")
+
+
+class EvaluationError(Exception):
+    """A user-facing problem with the evaluation (one line)."""
+
+
+ProgressCallback = Callable[[str, int, int], None]  # (what, done, total) over checkpoints
+
+
+# ---------------------------------------------------------------- the fixed material
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A prompt cut from a real text and the real tokens that follow it."""
+
+    prompt: list[int]
+    continuation: list[int]
+    work: str
+
+
+def passages(tokens: np.ndarray, documents: list[tuple[int, int, str]], count: int, prompt_len: int,
+             continuation_len: int, starts_word: np.ndarray | None = None) -> list[Passage]:
+    """Up to `count` passages spread evenly over the documents (start, length, title) inside `tokens`.
+
+    A passage never crosses a document's end, so every prompt is one work's text; with
+    `starts_word` (a flag per token id) it begins on a token that starts a word.
+    """
+    need = prompt_len + continuation_len
+    starts: list[tuple[int, int, str]] = []  # (position, end of its document, title)
+    for start, length, title in documents:
+        usable = length - 1 - need  # the last token is the EOS
+        starts += [(start + offset, start + length - 1, title) for offset in range(0, usable + 1, max(1, need // 2))]
+    if not starts or count == 0:
+        return []
+    chosen = np.linspace(0, len(starts) - 1, num=min(count, len(starts))).round().astype(int)
+    out = []
+    for i in dict.fromkeys(chosen.tolist()):
+        start, end, title = starts[i]
+        if starts_word is not None:
+            ahead = np.asarray(tokens[start : min(start + 16, end - need)])
+            found = np.flatnonzero(starts_word[ahead])
+            start += int(found[0]) if len(found) else 0
+        window = np.asarray(tokens[start : start + need]).tolist()
+        out.append(Passage(window[:prompt_len], window[prompt_len:], title))
+    return out
+
+
+def word_starts(tokenizer: Any) -> np.ndarray:
+    """For each token id, whether its text begins with whitespace (a word or line starts there)."""
+    flags = np.zeros(len(tokenizer), dtype=bool)
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        flags[token_id] = bool(text) and text[0].isspace()
+    return flags
+
+
+def target_passages(token_set: TokenSet, split: str, count: int, prompt_len: int, continuation_len: int,
+                    starts_word: np.ndarray | None = None) -> list[Passage]:
+    target = token_set.target
+    if target is None:
+        return []
+    documents = [(d.start, d.tokens, d.title) for d in token_set.documents if d.author == target.name and d.split == split]
+    return passages(token_set.open(split, target), documents, count, prompt_len, continuation_len, starts_word)
+
+
+# ---------------------------------------------------------------- measures
+
+
+def novel_ngram_shares(lengths: np.ndarray, ns: tuple[int, ...] = NOVELTY_N) -> dict[int, float | None]:
+    """Share of a text's n-grams that never occur in the training texts, from its matching statistics.
+
+    The n-gram at i occurs exactly when the longest match starting at i is at least n long.
+    """
+    shares: dict[int, float | None] = {}
+    for n in ns:
+        count = len(lengths) - n + 1
+        shares[n] = float(np.mean(lengths[:count] < n)) if count > 0 else None
+    return shares
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Distinct word n-grams over all n-grams, pooled over `texts` (Li et al. 2016)."""
+    grams = [tuple(words[i : i + n]) for words in map(_words, texts) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition(text: str, n: int = REPETITION_N) -> float:
+    """Share of the word n-grams of `text` already seen earlier in it."""
+    words = _words(text)
+    seen: set[tuple[str, ...]] = set()
+    repeated = total = 0
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        repeated += gram in seen
+        total += 1
+        seen.add(gram)
+    return repeated / total if total else 0.0
+
+
+def _words(text: str) -> list[str]:
+    return _WORDS.findall(text.lower())
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "median": 0.0, "p90": 0.0, "max": 0.0}
+    array = np.asarray(values, dtype=float)
+    return {"mean": float(array.mean()), "median": float(np.median(array)), "p90": float(np.percentile(array, 90)),
+            "max": float(array.max())}
+
+
+@dataclass
+class TextMeasures:
+    """Style, copying and diversity of a set of texts (samples, or the real continuations)."""
+
+    target_share: float | None  # share attributed to the target author (None: texts too short)
+    target_probability: float | None  # mean calibrated probability of the target
+    attributed: dict[str, int]  # author -> samples attributed to them
+    longest_spans: list[int]
+    share_with_copied_span: float
+    novel_ngrams: dict[int, float | None]
+    distinct: dict[int, float]
+    repetition: float
+
+
+def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: StyleModel | None, target: str,
+                  min_tokens: int) -> TextMeasures:
+    stats = [index.matching_statistics(tokenizer(t, add_special_tokens=False).input_ids)[0] for t in texts]
+    longest = [int(s.max()) if len(s) else 0 for s in stats]
+    target_share = target_probability = None
+    attributed: dict[str, int] = {}
+    if style is not None and texts:
+        results = attribute_many(style, texts)
+        for result in results:
+            attributed[result.best.author] = attributed.get(result.best.author, 0) + 1
+        target_share = attributed.get(target, 0) / len(results)
+        target_probability = float(np.mean([next(s.probability for s in r.ranking if s.author == target)
+                                            for r in results]))
+    return TextMeasures(
+        target_share=target_share, target_probability=target_probability, attributed=attributed,
+        longest_spans=longest, share_with_copied_span=float(np.mean([x >= min_tokens for x in longest])) if longest else 0.0,
+        # Pooled over samples: each sample's n-grams; a sample shorter than n adds none.
+        novel_ngrams=_pooled_novelty(stats),
+        distinct={n: distinct_n(texts, n) for n in DISTINCT_N},
+        repetition=float(np.mean([repetition(t) for t in texts])) if texts else 0.0,
+    )
+
+
+def _pooled_novelty(stats: list[np.ndarray]) -> dict[int, float | None]:
+    shares: dict[int, float | None] = {}
+    for n in NOVELTY_N:
+        novel = total = 0
+        for lengths in stats:
+            count = len(lengths) - n + 1
+            if count > 0:
+                novel += int(np.sum(lengths[:count] < n))
+                total += count
+        shares[n] = novel / total if total else None
+    return shares
+
+
+# ---------------------------------------------------------------- one checkpoint
+
+
+def held_out_perplexity(model: Any, token_set: TokenSet, block_size: int, blocks: int) -> dict[str, float | None]:
+    """Perplexity on the target's held-out works and on the influences', on fixed blocks."""
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    values: dict[str, float | None] = {}
+    groups = {"target": [a for a in token_set.authors if a.role == "target"],
+              "influences": [a for a in token_set.authors if a.role != "target"]}
+    for group, authors in groups.items():
+        loss_sum, count = 0.0, 0
+        for author in authors:
+            for block in validation_blocks(token_set.open("val", author), block_size, blocks):
+                ids = torch.from_numpy(block).unsqueeze(0).to(device)
+                with torch.no_grad():
+                    logits = model(input_ids=ids[:, :-1]).logits.float()
+                loss_sum += float(F.cross_entropy(logits[0], ids[0, 1:], reduction="sum"))
+                count += ids.shape[1] - 1
+        values[f"val_{group}_ppl"] = perplexity(loss_sum / count) if count else None
+    return values
+
+
+def generate_batched(double: Double, prompts: list[list[int]], preset: str, new_tokens: int, seed: int,
+                     batch_size: int = 16) -> list[list[int]]:
+    """Continuations of equal-length prompts, in batches, with one seed per batch (so runs repeat)."""
+    import torch
+
+    out: list[list[int]] = []
+    for first in range(0, len(prompts), batch_size):
+        batch = torch.tensor(prompts[first : first + batch_size])
+        decoding = decoding_for(preset, max_new_tokens=new_tokens, seed=seed + first)
+        out += sample_ids(double, batch, decoding)
+    return out
+
+
+def evaluate_checkpoint(
+    checkpoint: Checkpoint, tokenizer: Any, token_set: TokenSet, index: CopyIndex, style: StyleModel | None,
+    prompts: list[Passage], extraction: list[Passage], settings: EvaluateSettings, min_tokens: int, block_size: int,
+    eval_blocks: int,
+) -> dict:
+    import torch
+
+    model = load_checkpoint_model(checkpoint.path)
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    double = Double(model, tokenizer, checkpoint.path.name, index)
+    result: dict[str, Any] = {"name": checkpoint.path.name, "step": checkpoint.step}
+    result.update(held_out_perplexity(model, token_set, block_size, eval_blocks))
+
+    samples = generate_batched(double, [p.prompt for p in prompts], settings.preset, settings.sample_tokens, settings.seed)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in samples]
+    target = token_set.target.name if token_set.target else ""
+    measures = measure_texts(texts, tokenizer, index, style, target, min_tokens)
+    result["samples"] = asdict(measures)
+    result["samples"]["longest_span"] = summarize(measures.longest_spans)
+    result["examples"] = [
+        {"prompt": tokenizer.decode(p.prompt), "text": text, "real": tokenizer.decode(p.continuation), "work": p.work,
+         "longest_span": span}
+        for p, text, span in list(zip(prompts, texts, measures.longest_spans))[:SAMPLES_SHOWN]
+    ]
+
+    if extraction:
+        greedy = generate_batched(double, [p.prompt for p in extraction], "greedy", EXTRACTION_TOKENS, settings.seed)
+        exact = [ids[:EXTRACTION_TOKENS] == p.continuation for ids, p in zip(greedy, extraction)]
+        spans = [int(index.matching_statistics(ids)[0].max()) if ids else 0 for ids in greedy]
+        result["extraction"] = {"prompts": len(extraction), "exact_share": float(np.mean(exact)),
+                                "mean_longest_span": float(np.mean(spans))}
+    else:
+        result["extraction"] = {"prompts": 0, "exact_share": None, "mean_longest_span": None}
+    del model, double
+    return result
+
+
+# ---------------------------------------------------------------- the rule
+
+
+def recommendation_rule(settings: EvaluateSettings, min_tokens: int) -> str:
+    return (f"Among checkpoints whose samples hold a copied span of {min_tokens}+ tokens in at most "
+            f"{settings.max_target_copy_share:.0%} of cases and whose extraction audit reproduces at most "
+            f"{settings.max_extraction_share:.0%} of prompts exactly, the one whose samples are most often attributed "
+            f"to the target author; ties go to the lower held-out perplexity of the target.")
+
+
+def recommend(checkpoints: list[dict], settings: EvaluateSettings) -> tuple[str | None, str]:
+    """The recommended checkpoint's name (None when none passes the copying limits) and why."""
+    def passes(c: dict) -> bool:
+        exact = c["extraction"]["exact_share"]
+        return c["samples"]["share_with_copied_span"] <= settings.max_target_copy_share and \
+            (exact is None or exact <= settings.max_extraction_share)
+
+    eligible = [c for c in checkpoints if passes(c)]
+    if not eligible:
+        return None, "no checkpoint passes the copying limits: every one copies the training texts"
+
+    def key(c: dict) -> tuple[float, float]:
+        share = c["samples"]["target_share"]
+        ppl = c.get("val_target_ppl")
+        return (-(share if share is not None else 0.0), ppl if ppl is not None else float("inf"))
+
+    best = min(eligible, key=key)
+    share = best["samples"]["target_share"]
+    style = f"{share:.0%} of its samples read as the target" if share is not None else "style not measured"
+    return best["name"], f"{style}; {len(eligible)} of {len(checkpoints)} checkpoints pass the copying limits"
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    run: str
+    folder: Path  # runs/<run>/evaluation
+    report: dict
+
+    @property
+    def recommended(self) -> str | None:
+        return self.report["recommended"]
+
+
+def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCallback | None = None,
+                 settings: EvaluateSettings | None = None) -> EvaluationResult:
+    """Measure every checkpoint of `run` (default: the latest) and write its evaluation/ folder."""
+    from transformers import AutoTokenizer
+
+    from dvoinik.evaluation_report import write_report_files
+
+    settings = settings or ws.evaluate
+    chosen: Run = find_run(ws, run)
+    checkpoints = list_checkpoints(chosen.folder)
+    if not checkpoints:
+        raise EvaluationError(f"{chosen.folder}: the run has no complete checkpoint to evaluate")
+    token_set = run_token_set(ws, chosen)
+    if token_set.target is None or token_set.target.val_tokens == 0:
+        raise EvaluationError(f"{ws.corpus_dir}: the target author has no held-out work; evaluation continues "
+                              "prompts from held-out works (add more works or lower [corpus] val share)")
+
+    def step(what: str, done: int = 0) -> None:
+        if on_progress:
+            on_progress(what, done, len(checkpoints))
+
+    step("building the copy index")
+    index = open_copy_index(token_set)
+    step("fitting the stylometry model")
+    style = load_or_fit_workspace_model(ws)
+    style = replace(style, settings=replace(style.settings, min_words=1))  # short samples: the ceiling says how short
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints[-1].path)
+    train_settings = chosen.record.get("settings", {})
+    block_size = int(train_settings.get("block_size", ws.train.block_size))
+    eval_blocks = int(train_settings.get("eval_blocks", ws.train.eval_blocks))
+
+    starts = word_starts(tokenizer)
+    prompts = target_passages(token_set, "val", settings.prompts, settings.prompt_tokens, settings.sample_tokens, starts)
+    extraction = target_passages(token_set, "train", settings.extraction_prompts, EXTRACTION_TOKENS,
+                                 EXTRACTION_TOKENS, starts)
+    if not prompts:
+        raise EvaluationError(f"{ws.corpus_dir}: the target's held-out works are shorter than one prompt and sample "
+                              f"({settings.prompt_tokens} + {settings.sample_tokens} tokens)")
+    min_tokens = ws.check.min_tokens
+    real_texts = [tokenizer.decode(p.continuation) for p in prompts]
+    ceiling = measure_texts(real_texts, tokenizer, index, style, token_set.target.name, min_tokens)
+
+    results = []
+    for number, checkpoint in enumerate(checkpoints):
+        step(f"evaluating {checkpoint.path.name}", number)
+        results.append(evaluate_checkpoint(checkpoint, tokenizer, token_set, index, style, prompts, extraction,
+                                           settings, min_tokens, block_size, eval_blocks))
+    step("writing the report", len(checkpoints))
+    recommended, reason = recommend(results, settings)
+    report = {
+        "run": chosen.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": asdict(settings),
+        "min_tokens": min_tokens,
+        "target": token_set.target.name,
+        "authors": [a.name for a in token_set.authors],
+        "prompts": len(prompts),
+        "style_model": {"authors": list(style.authors), "calibration": asdict(style.calibration)},
+        "rule": recommendation_rule(settings, min_tokens),
+        "recommended": recommended,
+        "reason": reason,
+        "ceiling": {**asdict(ceiling), "longest_span": summarize(ceiling.longest_spans)},
+        "checkpoints": results,
+    }
+    folder = chosen.folder / EVALUATION_DIR
+    restore_previous_folder(folder)
+    staging = temporary_sibling(folder)
+    staging.mkdir(parents=True)
+    try:
+        (staging / REPORT_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        write_report_files(report, staging)
+        fsync_files(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_folder(staging, folder)
+    return EvaluationResult(chosen.name, folder, report)
