@@ -120,15 +120,20 @@ def target_passages(token_set: TokenSet, split: str, count: int, prompt_len: int
 # ---------------------------------------------------------------- measures
 
 
-def novel_ngram_shares(lengths: np.ndarray, ns: tuple[int, ...] = NOVELTY_N) -> dict[int, float | None]:
-    """Share of a text's n-grams that never occur in the training texts, from its matching statistics.
+def novel_ngram_shares(stats: list[np.ndarray], ns: tuple[int, ...] = NOVELTY_N) -> dict[int, float | None]:
+    """Share of the texts' n-grams that never occur in the training texts, pooled, from their matching statistics.
 
-    The n-gram at i occurs exactly when the longest match starting at i is at least n long.
+    The n-gram starting at i occurs exactly when the longest match starting at i is at least n long.
     """
     shares: dict[int, float | None] = {}
     for n in ns:
-        count = len(lengths) - n + 1
-        shares[n] = float(np.mean(lengths[:count] < n)) if count > 0 else None
+        novel = total = 0
+        for lengths in stats:
+            count = len(lengths) - n + 1
+            if count > 0:  # a text shorter than n adds no n-gram
+                novel += int(np.sum(lengths[:count] < n))
+                total += count
+        shares[n] = novel / total if total else None
     return shares
 
 
@@ -193,24 +198,10 @@ def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: Sty
     return TextMeasures(
         target_share=target_share, target_probability=target_probability, attributed=attributed,
         longest_spans=longest, share_with_copied_span=float(np.mean([x >= min_tokens for x in longest])) if longest else 0.0,
-        # Pooled over samples: each sample's n-grams; a sample shorter than n adds none.
-        novel_ngrams=_pooled_novelty(stats),
+        novel_ngrams=novel_ngram_shares(stats),
         distinct={n: distinct_n(texts, n) for n in DISTINCT_N},
         repetition=float(np.mean([repetition(t) for t in texts])) if texts else 0.0,
     )
-
-
-def _pooled_novelty(stats: list[np.ndarray]) -> dict[int, float | None]:
-    shares: dict[int, float | None] = {}
-    for n in NOVELTY_N:
-        novel = total = 0
-        for lengths in stats:
-            count = len(lengths) - n + 1
-            if count > 0:
-                novel += int(np.sum(lengths[:count] < n))
-                total += count
-        shares[n] = novel / total if total else None
-    return shares
 
 
 # ---------------------------------------------------------------- one checkpoint

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import invoke
+from training_fixtures import make_workspace
+
+from dvoinik.evaluate import (
+    EvaluationError,
+    distinct_n,
+    evaluate_run,
+    novel_ngram_shares,
+    passages,
+    recommend,
+    repetition,
+)
+from dvoinik.runs import find_run, resolve_checkpoint
+from dvoinik.training.loop import train
+from dvoinik.workspace import EvaluateSettings, write_settings
+
+
+def test_novel_ngrams_from_matching_statistics() -> None:
+    lengths = np.array([3, 2, 1, 0, 2, 1])  # the longest match found at each start
+    shares = novel_ngram_shares([lengths], (1, 2, 3, 7))
+    assert shares[1] == pytest.approx(1 / 6)  # only the token at 3 is new
+    assert shares[2] == pytest.approx(2 / 5)  # the bigrams at 2 and 3 are new
+    assert shares[3] == pytest.approx(3 / 4)  # only the trigram at 0 occurs
+    assert shares[7] is None  # the text has no 7-gram
+    pooled = novel_ngram_shares([lengths, np.array([0, 0])], (1, 3))
+    assert pooled[1] == pytest.approx(3 / 8) and pooled[3] == pytest.approx(3 / 4)  # a 2-token text adds no trigram
+
+
+def test_distinct_and_repetition() -> None:
+    assert distinct_n(["а б в", "а б г"], 1) == pytest.approx(4 / 6)
+    assert distinct_n(["а б в", "а б г"], 2) == pytest.approx(3 / 4)
+    assert repetition("раз два три раз два три раз") == pytest.approx(2 / 5)  # the last two trigrams repeat
+    assert repetition("раз два") == 0.0
+
+
+def test_passages_stay_inside_one_work_and_start_on_a_word() -> None:
+    tokens = np.arange(100) % 50  # two documents of 50 tokens (EOS last)
+    documents = [(0, 50, "one"), (50, 50, "two")]
+    found = passages(tokens, documents, count=10, prompt_len=8, continuation_len=16)
+    for passage in found:
+        window = passage.prompt + passage.continuation
+        assert len(window) == 24 and window == list(range(window[0], window[0] + 24))  # no jump across a document
+    assert {p.work for p in found} == {"one", "two"}
+    starts_word = np.zeros(50, dtype=bool)
+    starts_word[[5, 30]] = True
+    shifted = passages(tokens, documents, count=1, prompt_len=8, continuation_len=16, starts_word=starts_word)
+    assert shifted[0].prompt[0] == 5
+    assert passages(tokens, documents, count=3, prompt_len=40, continuation_len=40) == []  # works too short
+
+
+def _checkpoint(name: str, share: float, ppl: float, copied: float = 0.0, exact: float = 0.0) -> dict:
+    return {"name": name, "val_target_ppl": ppl, "samples": {"target_share": share, "share_with_copied_span": copied},
+            "extraction": {"exact_share": exact}}
+
+
+def test_the_recommendation_rule() -> None:
+    settings = EvaluateSettings()
+    checkpoints = [_checkpoint("early", 0.4, 90), _checkpoint("middle", 0.7, 60), _checkpoint("tie", 0.7, 50),
+                   _checkpoint("copies", 0.9, 20, copied=0.2), _checkpoint("extracts", 0.95, 10, exact=0.5)]
+    best, reason = recommend(checkpoints, settings)
+    assert best == "tie" and "70% of its samples" in reason and "3 of 5" in reason
+    assert recommend([_checkpoint("copies", 0.9, 20, copied=0.2)], settings)[0] is None
+
+
+def test_evaluate_writes_its_report_on_a_real_run(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, {"max_steps": 8, "save_every": 4})
+    ws = write_settings(ws, "evaluate", {"prompts": 4, "prompt_tokens": 12, "sample_tokens": 24, "extraction_prompts": 3})
+    with pytest.raises(Exception, match="no runs yet"):
+        evaluate_run(ws)
+    train(ws, run="r")
+    seen: list[tuple[str, int, int]] = []
+    result = evaluate_run(ws, on_progress=lambda *a: seen.append(a))
+    assert seen[-1] == ("writing the report", 2, 2) and ("evaluating checkpoint-8", 1, 2) in seen
+
+    report = json.loads((result.folder / "report.json").read_text(encoding="utf-8"))
+    assert [c["name"] for c in report["checkpoints"]] == ["checkpoint-4", "checkpoint-8"]
+    assert report["recommended"] in ("checkpoint-4", "checkpoint-8") and report["rule"].startswith("Among checkpoints")
+    for checkpoint in report["checkpoints"]:
+        assert checkpoint["val_target_ppl"] > 1 and checkpoint["val_influences_ppl"] > 1
+        samples = checkpoint["samples"]
+        assert sum(samples["attributed"].values()) == 4 and 0 <= samples["target_share"] <= 1
+        assert set(samples["novel_ngrams"]) == {str(n) for n in range(1, 21)}
+        assert len(samples["longest_spans"]) == 4 and checkpoint["extraction"]["prompts"] == 3
+        assert all(0 <= samples["distinct"][n] <= 1 for n in ("1", "2", "3"))
+    # Real held-out text: the ceiling of style, and a novelty curve that rises with n.
+    novel = report["ceiling"]["novel_ngrams"]
+    assert novel["1"] <= novel["5"] <= novel["20"]
+    html = (result.folder / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 6 and "Rule:" in html
+    assert sorted(p.name for p in (result.folder / "plots").iterdir()) == [
+        "copying.png", "diversity.png", "memorisation.png", "novelty.png", "perplexity.png", "style.png"]
+    assert resolve_checkpoint(find_run(ws), "best").name == report["recommended"]
+    assert not [p for p in result.folder.parent.iterdir() if p.name.startswith(".evaluation")]
+
+    shown = invoke("-w", ws.root, "evaluate", "--run", "r")
+    assert shown.exit_code == 0, shown.output
+    assert f"Recommended: {report['recommended']}" in shown.stdout and "report.html" in shown.stdout
+
+
+def test_evaluate_needs_a_held_out_work_of_the_target(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, {"max_steps": 2})
+    ws = write_settings(ws, "evaluate", {"prompt_tokens": 5000})
+    train(ws, run="r")
+    with pytest.raises(EvaluationError, match="shorter than one prompt and sample"):
+        evaluate_run(ws)
