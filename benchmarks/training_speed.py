@@ -17,6 +17,7 @@ see `flops_per_token`) × tokens/s, over the GPU's dense bf16 peak.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -62,6 +63,18 @@ def ours(ws, args, run: str) -> float:
 
 
 def hf_trainer(ws, args, tokenizer, token_set, output: Path) -> float:
+    """Trainer's tokens/s; the process environment is put back after it (see below)."""
+    saved = dict(os.environ)
+    try:
+        return _hf_trainer(ws, args, tokenizer, token_set, output)
+    finally:
+        # Trainer(torch_compile=True) exports ACCELERATE_DYNAMO_BACKEND, which would make the next
+        # Accelerator in this process compile our model a second time.
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _hf_trainer(ws, args, tokenizer, token_set, output: Path) -> float:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     s = ws.train

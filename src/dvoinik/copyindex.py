@@ -4,6 +4,8 @@
       tokens.bin      every training document of every author, one after another (EOS-separated)
       suffixes.bin    the suffix array of tokens.bin (int32, or int64 past 2^31 tokens)
       lcp.bin         longest common prefix of each pair of neighbouring suffixes (int32)
+      first.bin       where the suffixes starting with each token id begin (int64): a search starts
+                      inside its first token's bucket, a dozen steps shorter
       index.json      fingerprint of the token set, sizes, and where each source work starts
 
 The suffix array and LCP come from `pydivsufsort` (libdivsufsort and Kasai's algorithm
@@ -34,7 +36,7 @@ from dvoinik.tokens import META_FILE, TokenSet
 
 INDEX_DIR = "copy-index"
 INDEX_FILE = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: first-token buckets
 # Tokens compared per step of the vectorised search; longer matches are settled one by one.
 WINDOW = 64
 QUERY_BATCH = 4096
@@ -79,9 +81,12 @@ class CopyIndex:
         self.folder = folder
         self.size = int(info["tokens"])
         self.fingerprint = info["fingerprint"]
-        self.tokens = np.memmap(folder / "tokens.bin", dtype=info["dtype"], mode="r", shape=(self.size,))
-        self.suffixes = np.memmap(folder / "suffixes.bin", dtype=info["suffix_dtype"], mode="r", shape=(self.size,))
-        self.lcp = np.memmap(folder / "lcp.bin", dtype=np.int32, mode="r", shape=(self.size,))
+        # Plain ndarray views of the maps: the same pages, without np.memmap's per-index overhead.
+        self.tokens = np.asarray(np.memmap(folder / "tokens.bin", dtype=info["dtype"], mode="r", shape=(self.size,)))
+        self.suffixes = np.asarray(np.memmap(folder / "suffixes.bin", dtype=info["suffix_dtype"], mode="r",
+                                             shape=(self.size,)))
+        self.lcp = np.asarray(np.memmap(folder / "lcp.bin", dtype=np.int32, mode="r", shape=(self.size,)))
+        self.first = np.fromfile(folder / "first.bin", dtype=np.int64)  # len = largest token id + 3
         self.sources = tuple(SourceWork(**s) for s in info["sources"])
         self._starts = [s.start for s in self.sources]
 
@@ -190,8 +195,10 @@ class CopyIndex:
 
     def _lower_bound(self, windows: np.ndarray) -> np.ndarray:
         """For each window, the first suffix-array rank whose suffix sorts at or after it (on `width` tokens)."""
-        low = np.zeros(len(windows), dtype=np.int64)
-        high = np.full(len(windows), self.size, dtype=np.int64)
+        # The answer lies in the bucket of the window's first token: [first[t], first[t + 1]].
+        token = np.clip(windows[:, 0], -1, len(self.first) - 2)
+        low = np.where(token < 0, 0, self.first[np.maximum(token, 0)])
+        high = np.where(token < 0, 0, self.first[np.maximum(token, 0) + 1])
         width = windows.shape[1]
         while True:
             active = low < high
@@ -304,12 +311,15 @@ def write_copy_index(text: np.ndarray, sources: list[SourceWork], folder: Path, 
 
     suffixes = divsufsort(text)
     lcp = kasai(text, suffixes).astype(np.int32, copy=False)
+    # first[t] = rank of the first suffix whose first token is >= t; the last two entries are the end.
+    first = np.searchsorted(text[suffixes], np.arange(int(text.max()) + 3)).astype(np.int64)
     staging = temporary_sibling(folder)
     staging.mkdir(parents=True)
     try:
         text.tofile(staging / "tokens.bin")
         suffixes.tofile(staging / "suffixes.bin")
         lcp.tofile(staging / "lcp.bin")
+        first.tofile(staging / "first.bin")
         info = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "tokens": int(len(text)),
                 "dtype": np.dtype(text.dtype).name, "suffix_dtype": np.dtype(suffixes.dtype).name,
                 "sources": [asdict(s) for s in sources]}

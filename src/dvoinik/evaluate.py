@@ -41,6 +41,7 @@ from dvoinik.stylometry import StyleModel, attribute_many, load_or_fit_workspace
 from dvoinik.tokens import TokenSet
 from dvoinik.training.checkpoints import Checkpoint, list_checkpoints
 from dvoinik.training.data import validation_blocks
+from dvoinik.training.loop import next_token_loss
 from dvoinik.training.metrics import perplexity
 from dvoinik.training.models import load_checkpoint_model
 from dvoinik.workspace import EvaluateSettings, Workspace
@@ -208,9 +209,8 @@ def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: Sty
 
 
 def held_out_perplexity(model: Any, token_set: TokenSet, block_size: int, blocks: int) -> dict[str, float | None]:
-    """Perplexity on the target's held-out works and on the influences', on fixed blocks."""
+    """Perplexity on the target's held-out works and on the influences', on the blocks training measures."""
     import torch
-    import torch.nn.functional as F
 
     device = next(model.parameters()).device
     values: dict[str, float | None] = {}
@@ -222,8 +222,7 @@ def held_out_perplexity(model: Any, token_set: TokenSet, block_size: int, blocks
             for block in validation_blocks(token_set.open("val", author), block_size, blocks):
                 ids = torch.from_numpy(block).unsqueeze(0).to(device)
                 with torch.no_grad():
-                    logits = model(input_ids=ids[:, :-1]).logits.float()
-                loss_sum += float(F.cross_entropy(logits[0], ids[0, 1:], reduction="sum"))
+                    loss_sum += float(next_token_loss(model, ids)) * (ids.shape[1] - 1)
                 count += ids.shape[1] - 1
         values[f"val_{group}_ppl"] = perplexity(loss_sum / count) if count else None
     return values
@@ -263,10 +262,11 @@ def evaluate_checkpoint(
     measures = measure_texts(texts, tokenizer, index, style, target, min_tokens)
     result["samples"] = asdict(measures)
     result["samples"]["longest_span"] = summarize(measures.longest_spans)
+    shown = np.linspace(0, len(prompts) - 1, num=min(SAMPLES_SHOWN, len(prompts))).round().astype(int)
     result["examples"] = [
-        {"prompt": tokenizer.decode(p.prompt), "text": text, "real": tokenizer.decode(p.continuation), "work": p.work,
-         "longest_span": span}
-        for p, text, span in list(zip(prompts, texts, measures.longest_spans))[:SAMPLES_SHOWN]
+        {"prompt": tokenizer.decode(prompts[i].prompt), "text": texts[i], "real": tokenizer.decode(prompts[i].continuation),
+         "work": prompts[i].work, "longest_span": measures.longest_spans[i]}
+        for i in dict.fromkeys(shown.tolist())
     ]
 
     if extraction:

@@ -190,7 +190,7 @@ def _table(report: dict) -> str:
 def _examples(report: dict) -> str:
     chosen = next((c for c in report["checkpoints"] if c["name"] == report["recommended"]), report["checkpoints"][-1])
     parts = [f"<h2>Samples from {html.escape(chosen['name'])}</h2>"]
-    for example in chosen["examples"]:
+    for example in chosen["examples"]:  # spread over the prompts by evaluate.py
         parts.append(
             "<div class=\"example\">"
             f"<p class=\"meta\">prompt from «{html.escape(example['work'])}» · longest copied span "
@@ -210,7 +210,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; }
 .rule { color: #555; font-size: 0.92em; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.35em 0.5em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child { text-align: left; white-space: nowrap; }
 tr.chosen { background: #e8f5e9; font-weight: 600; } tr.real { color: #555; font-style: italic; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1em; }
 .plots img { width: 100%; border: 1px solid #eee; }

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dvoinik.atomic import atomic_write_text
+from dvoinik.runs import RUN_FILE, run_names
 from dvoinik.tokens import TokenSet, prepare_tokens
 from dvoinik.training import checkpoints as ckpt
 from dvoinik.training.data import BlockSampler, validation_blocks
@@ -40,8 +41,6 @@ from dvoinik.training.models import (
 )
 from dvoinik.training.schedule import build_optimizer, build_scheduler, peak_learning_rate
 from dvoinik.workspace import TrainSettings, Workspace, WorkspaceError, with_overrides
-
-RUN_FILE = "run.json"
 
 
 class TrainingError(Exception):
@@ -210,7 +209,7 @@ def train(
     if run_dir.exists() and not resume and (run_dir / RUN_FILE).exists():
         raise TrainingError(f"{run_dir} already exists: pass --resume to continue it, or --run NAME for a new run")
     if resume and not (run_dir / RUN_FILE).exists():
-        raise TrainingError(f"{run_dir}: no such run to resume (runs: {', '.join(_run_names(ws)) or 'none'})")
+        raise TrainingError(f"{run_dir}: no such run to resume (runs: {', '.join(run_names(ws)) or 'none'})")
     settings = resolve_settings(ws, run_dir, overrides, resume)
     try:
         check_combination(settings.base, settings.method)
@@ -400,10 +399,6 @@ def _out_of_memory_message(settings: TrainSettings, step: int, run_dir: Path) ->
         f"lower train.batch_size (and raise grad_accum to keep the tokens per step), set gradient_checkpointing "
         f"= true, shorten block_size, or use --method lora; {kept}, and `dvoinik train --resume` continues from it"
     )
-
-
-def _run_names(ws: Workspace) -> list[str]:
-    return sorted(p.name for p in ws.runs_dir.iterdir() if (p / RUN_FILE).is_file()) if ws.runs_dir.is_dir() else []
 
 
 def _write_run_record(run_dir: Path, settings: TrainSettings, token_set: TokenSet, trainable: int, total: int,
