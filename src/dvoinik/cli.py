@@ -61,7 +61,7 @@ from dvoinik.generation import (
     with_seed,
 )
 from dvoinik.runs import AUTO, RunError
-from dvoinik.stylometry import StyleError, style_file
+from dvoinik.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
 from dvoinik.tokens import TokensError
 from dvoinik.training.data import DataError
 from dvoinik.training.loop import TrainingError, train
@@ -549,22 +549,27 @@ def style_command(
 ) -> None:
     """Which of the corpus's authors FILE reads like: Cosine Delta on frequent words and character n-grams."""
     ws = open_workspace(ctx)
-    with _console(stderr=True).status(f"reading {file}") as status:
-        attribution = style_file(ws, file, on_progress=lambda *args: status.update(str(args[0])))
+    with _console(stderr=True).status("loading the stylometry model") as status:
+        model = load_or_fit_workspace_model(
+            ws, on_progress=lambda what, done, total: status.update(f"fitting the stylometry model: {what} {done}/{total}"))
+        attribution = style_file(ws, file, model=model)
     if as_json:
         import json
         from dataclasses import asdict
 
-        typer.echo(json.dumps({"file": str(file), **asdict(attribution)}, ensure_ascii=False, indent=2))
+        typer.echo(json.dumps({"file": str(file), **asdict(attribution), "best": attribution.best.author,
+                               "confidence": attribution.confidence}, ensure_ascii=False, indent=2))
         return
-    table = Table("author", "probability", "distance", "words view", "characters view",
-                  title=f"{file}: {attribution.words:,} words", title_justify="left")
+    out = _console()
+    out.print(Text(f"{file}: {attribution.words:,} words · reads most like {attribution.best.author} "
+                   f"(confidence {attribution.confidence:.0%})", style="bold"), soft_wrap=True)
+    table = Table("author", "probability", "distance", "words view", "characters view")
     for score in attribution.ranking:
         table.add_row(score.author, f"{score.probability:.1%}", f"{score.distance:.3f}", f"{score.word_distance:.3f}",
                       f"{score.char_distance:.3f}")
-    out = _console()
     out.print(table)
-    out.print(Text(f"Reads most like {attribution.best.author} (confidence {attribution.confidence:.0%}).", style="bold"))
+    for note in style_notes(model, attribution):
+        out.print(Text(note, style="dim"), soft_wrap=True)
 
 
 # ---------------------------------------------------------------- evaluate

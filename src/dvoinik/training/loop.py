@@ -222,6 +222,9 @@ def train(
         cpu=cpu_processes,
         mixed_precision=resolve_precision(settings.precision),
         gradient_accumulation_steps=settings.grad_accum,
+        # The setting decides, not the environment: Accelerate would otherwise also obey an
+        # ACCELERATE_DYNAMO_BACKEND left by a launcher or by Trainer(torch_compile=True).
+        dynamo_backend="inductor" if settings.compile else "no",
     )
     main = accelerator.is_main_process
     report = observer if main else TrainObserver()
@@ -279,9 +282,7 @@ def train(
     learning_rate = peak_learning_rate(settings, from_scratch)
     optimizer = build_optimizer(model, settings, learning_rate, fused=accelerator.device.type in ("cuda", "cpu"))
     scheduler = build_scheduler(optimizer, max_steps, settings)  # stepped once per optimizer step, by us
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if settings.compile:
-        model = torch.compile(model)
+    model, optimizer = accelerator.prepare(model, optimizer)  # compiles the model when settings.compile
 
     set_seed(settings.seed, device_specific=True)  # dropout: repeatable, and different on each process
     step, tokens_seen, train_time = 0, 0, 0.0
