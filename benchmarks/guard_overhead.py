@@ -130,7 +130,8 @@ def main() -> None:
         SECTION_START,
         f"## Copy index and originality guard ({device.upper()})",
         "",
-        f"`python benchmarks/guard_overhead.py --model {args.model}` on {where}: all 13 authors of `ru-classics`, "
+        f"`python benchmarks/guard_overhead.py --model {args.model}` on {where}: a workspace of "
+        f"{len(token_set.authors)} authors of `ru-classics` ({', '.join(a.name for a in token_set.authors)}), "
         f"byte-level BPE {args.vocab:,}, {index.size:,} training tokens indexed.",
         "",
         f"- Index build (suffix array + LCP, pydivsufsort, one core): **{build_seconds:.1f} s** "

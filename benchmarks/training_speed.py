@@ -171,7 +171,11 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        replace_section(args.write, SECTION_START, SECTION_END, text)
+        # One section per kind of machine (and compile), so a GPU run does not replace the CPU figures.
+        kind = ("-cuda" if torch.cuda.is_available() else "") + ("-compile" if args.compile else "")
+        marker = f"training-speed{kind}"
+        replace_section(args.write, SECTION_START.replace("training-speed", marker),
+                        SECTION_END.replace("training-speed", marker), text.replace("training-speed", marker))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 
 from dvoinik.atomic import fsync_files, replace_folder, restore_previous_folder, temporary_sibling
 from dvoinik.copyindex import CopyIndex, open_copy_index
-from dvoinik.generation import Double, decoding_for, sample_ids
+from dvoinik.generation import Double, decoding_for, load_checkpoint, sample_ids
 from dvoinik.runs import EVALUATION_DIR, REPORT_JSON, Run, find_run, run_token_set
 from dvoinik.stylometry import StyleModel, attribute_many, load_or_fit_workspace_model
 from dvoinik.tokens import TokenSet
@@ -43,7 +43,6 @@ from dvoinik.training.checkpoints import Checkpoint, list_checkpoints
 from dvoinik.training.data import validation_blocks
 from dvoinik.training.loop import next_token_loss
 from dvoinik.training.metrics import perplexity
-from dvoinik.training.models import load_checkpoint_model
 from dvoinik.workspace import EvaluateSettings, Workspace
 
 EXTRACTION_TOKENS = 64  # prompt and continuation length of the extraction audit (the usual setup)
@@ -246,15 +245,9 @@ def evaluate_checkpoint(
     prompts: list[Passage], extraction: list[Passage], settings: EvaluateSettings, min_tokens: int, block_size: int,
     eval_blocks: int,
 ) -> dict:
-    import torch
-
-    model = load_checkpoint_model(checkpoint.path)
-    model.eval()
-    if torch.cuda.is_available():
-        model.to("cuda")
-    double = Double(model, tokenizer, checkpoint.path.name, index)
+    double = load_checkpoint(checkpoint.path, index)  # on the GPU when there is one
     result: dict[str, Any] = {"name": checkpoint.path.name, "step": checkpoint.step}
-    result.update(held_out_perplexity(model, token_set, block_size, eval_blocks))
+    result.update(held_out_perplexity(double.model, token_set, block_size, eval_blocks))
 
     samples = generate_batched(double, [p.prompt for p in prompts], settings.preset, settings.sample_tokens, settings.seed)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in samples]
@@ -277,7 +270,6 @@ def evaluate_checkpoint(
                                 "mean_longest_span": float(np.mean(spans))}
     else:
         result["extraction"] = {"prompts": 0, "exact_share": None, "mean_longest_span": None}
-    del model, double
     return result
 
 

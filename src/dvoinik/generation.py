@@ -23,7 +23,7 @@ from typing import Any
 
 from dvoinik.copyindex import CopyIndex, open_copy_index
 from dvoinik.runs import AUTO, Run, find_run, resolve_checkpoint, run_token_set
-from dvoinik.training.models import is_adapter_folder, load_base_model, load_checkpoint_model
+from dvoinik.training.models import adapter_base, is_adapter_folder, load_base_model, load_checkpoint_model
 from dvoinik.workspace import PRESETS, Workspace
 
 
@@ -117,8 +117,7 @@ def load_checkpoint(folder: Path, index: CopyIndex | None = None, label: str | N
     """A Double from a checkpoint folder (full model or LoRA adapter)."""
     from transformers import AutoTokenizer
 
-    model = load_checkpoint_model(folder)
-    model.eval()
+    model = _ready(load_checkpoint_model(folder))
     return Double(model, AutoTokenizer.from_pretrained(folder), label or folder.name, index, _context_length(model))
 
 
@@ -170,7 +169,7 @@ def load_style_mix(
             raise GenerationError(f"{folder}: --style mixes LoRA adapters, and this run trained every weight "
                                   "(train the styles with --method lora)")
         runs.append((chosen, folder))
-    bases = {_adapter_base(folder) for _, folder in runs}
+    bases = {adapter_base(folder) for _, folder in runs}
     if len(bases) > 1:
         raise GenerationError(f"--style: the runs have different base models ({', '.join(sorted(bases))}); "
                               "adapters mix only on one base")
@@ -182,17 +181,19 @@ def load_style_mix(
     mix = "mix"
     model.add_weighted_adapter(names, list(weights.values()), mix, combination_type="cat")
     model.set_adapter(mix)
-    model.eval()
+    model = _ready(model)
     first, folder = runs[0]
     index = open_copy_index(run_token_set(ws, first), on_progress)
     label = "+".join(f"{name}={weight:g}" for name, weight in weights.items())
     return Double(model, AutoTokenizer.from_pretrained(folder), label, index, _context_length(model))
 
 
-def _adapter_base(folder: Path) -> str:
-    import json
+def _ready(model: Any) -> Any:
+    """In eval mode, on the GPU when there is one."""
+    import torch
 
-    return json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    model.eval()
+    return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def _context_length(model: Any) -> int | None:

@@ -183,6 +183,11 @@ def is_adapter_folder(folder: Path) -> bool:
     return (folder / "adapter_config.json").is_file()
 
 
+def adapter_base(folder: Path) -> str:
+    """The base model (hub id or folder) a LoRA adapter folder was trained on."""
+    return json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+
 def load_checkpoint_model(folder: Path, trainable: bool = False, dtype: Any = None) -> Any:
     """A checkpoint folder as a model: a full model, or its base with the LoRA adapter on top."""
     from transformers import AutoModelForCausalLM
@@ -190,8 +195,7 @@ def load_checkpoint_model(folder: Path, trainable: bool = False, dtype: Any = No
     if is_adapter_folder(folder):
         from peft import PeftModel
 
-        base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
-        return PeftModel.from_pretrained(load_base_model(base, dtype), folder, is_trainable=trainable)
+        return PeftModel.from_pretrained(load_base_model(adapter_base(folder), dtype), folder, is_trainable=trainable)
     try:
         return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except (OSError, ValueError) as exc:
