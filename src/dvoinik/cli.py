@@ -455,6 +455,9 @@ def generate_command(
     ), seed)
     variants = n or settings.variants
     err = _console(stderr=True)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the spinner below says what is loading; the text stays clean
     with err.status("loading the double") as status:
         double = load_double(ws, run, checkpoint, parse_style(style) if style else None,
                              on_progress=lambda message: status.update(message))
