@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sections import replace_section
+from sections import publish
 
 from dvoinik.corpus.build import Document, build_corpus
 from dvoinik.stylometry import (
@@ -359,10 +359,7 @@ def main() -> None:
             *tuning_lines(tuning),
         ]
     lines.append(SECTION_END)
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        replace_section(args.write, SECTION_START, SECTION_END, text)
+    publish("\n".join(lines), args.write, SECTION_START, SECTION_END)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from sections import replace_section
+from sections import publish
 
 from dvoinik.corpus.build import build_corpus
 from dvoinik.workspace import add_sources, init_workspace
@@ -103,10 +103,7 @@ def main() -> None:
         f"{', '.join(f'{kind} {n}' for kind, n in paragraphs.items()) or 'none'}.",
         SECTION_END,
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        replace_section(args.write, SECTION_START, SECTION_END, text)
+    publish("\n".join(lines), args.write, SECTION_START, SECTION_END)
 
 
 if __name__ == "__main__":

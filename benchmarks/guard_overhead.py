@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sections import replace_section
+from sections import publish
 
 from dvoinik.copyindex import INDEX_DIR, index_fingerprint, open_copy_index
 from dvoinik.corpus.build import build_corpus
@@ -149,12 +149,10 @@ def main() -> None:
     for variants, off, on, ratio, added, median_ratio in rows:
         lines.append(f"| {variants} | {off:,.0f} | {on:,.0f} | {ratio:.2f} | {added:.2f} | {median_ratio:.2f} |")
     lines.append(SECTION_END)
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        replace_section(args.write, SECTION_START.replace("guard-overhead", f"guard-overhead-{device}"),
-                        SECTION_END.replace("guard-overhead", f"guard-overhead-{device}"),
-                        text.replace("guard-overhead", f"guard-overhead-{device}"))
+    # One section per kind of machine, so a GPU run does not replace the CPU figures.
+    marker = f"guard-overhead-{device}"
+    text = "\n".join(lines).replace("guard-overhead", marker)
+    publish(text, args.write, SECTION_START.replace("guard-overhead", marker), SECTION_END.replace("guard-overhead", marker))
 
 
 if __name__ == "__main__":

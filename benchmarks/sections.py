@@ -15,3 +15,10 @@ def replace_section(path: Path, start: str, end: str, text: str) -> None:
     else:
         current = current.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(current, encoding="utf-8")
+
+
+def publish(text: str, destination: Path | None, start: str, end: str) -> None:
+    """Print a benchmark's section, and put it into `destination` (a markdown file) when one is given."""
+    print(text)
+    if destination:
+        replace_section(destination, start, end, text)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from sections import replace_section
+from sections import publish
 
 from dvoinik import demo
 from dvoinik.corpus.build import build_corpus
@@ -168,14 +168,10 @@ def main() -> None:
                       f"bf16): ours {flops * best['ours'] / 1e12 / peak:.1%}, Trainer "
                       f"{flops * best['trainer'] / 1e12 / peak:.1%}."]
     lines.append(SECTION_END)
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        # One section per kind of machine (and compile), so a GPU run does not replace the CPU figures.
-        kind = ("-cuda" if torch.cuda.is_available() else "") + ("-compile" if args.compile else "")
-        marker = f"training-speed{kind}"
-        replace_section(args.write, SECTION_START.replace("training-speed", marker),
-                        SECTION_END.replace("training-speed", marker), text.replace("training-speed", marker))
+    # One section per kind of machine (and compile), so a GPU run does not replace the CPU figures.
+    marker = "training-speed" + ("-cuda" if torch.cuda.is_available() else "") + ("-compile" if args.compile else "")
+    text = "\n".join(lines).replace("training-speed", marker)
+    publish(text, args.write, SECTION_START.replace("training-speed", marker), SECTION_END.replace("training-speed", marker))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 PLOTS_DIR = "plots"
 REPORT_HTML = "report.html"
+NOVELTY_TICKS = range(1, 21, 2)  # n = 1…20, as evaluate.py measures
 
 
 def _figure(width: float = 6.4, height: float = 3.6) -> tuple[Any, Any]:
@@ -33,6 +34,16 @@ def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def _finish(fig: Any, ax: Any, report: dict | None, path: Path, legend_size: int = 8, legend_columns: int = 1,
+            **axes: Any) -> None:
+    """Mark the recommended step (when `report` is given), label the axes, add the legend, save."""
+    if report is not None:
+        _mark_recommended(ax, report)
+    ax.set(**axes)
+    ax.legend(fontsize=legend_size, ncol=legend_columns)
+    _save(fig, path)
 
 
 def _steps(report: dict) -> list[int]:
@@ -56,10 +67,7 @@ def plot_perplexity(report: dict, path: Path) -> None:
     steps = _steps(report)
     _series(ax, steps, [c.get("val_target_ppl") for c in report["checkpoints"]], f"held-out works of {report['target']}")
     _series(ax, steps, [c.get("val_influences_ppl") for c in report["checkpoints"]], "held-out works of the influences")
-    _mark_recommended(ax, report)
-    ax.set(xlabel="step", ylabel="perplexity", title="Held-out perplexity")
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish(fig, ax, report, path, xlabel="step", ylabel="perplexity", title="Held-out perplexity")
 
 
 def plot_style(report: dict, path: Path) -> None:
@@ -71,10 +79,8 @@ def plot_style(report: dict, path: Path) -> None:
     ceiling = report["ceiling"]["target_share"]
     if ceiling is not None:
         ax.axhline(ceiling, color="black", linestyle="--", linewidth=1, label=f"real held-out text ({ceiling:.0%})")
-    _mark_recommended(ax, report)
-    ax.set(xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title=f"Style: does it read like {report['target']}?")
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish(fig, ax, report, path, xlabel="step", ylabel="share", ylim=(-0.02, 1.02),
+            title=f"Style: does it read like {report['target']}?")
 
 
 def plot_copying(report: dict, path: Path) -> None:
@@ -86,10 +92,8 @@ def plot_copying(report: dict, path: Path) -> None:
     ax.axhline(report["min_tokens"], color="tab:red", linewidth=1, label=f"{report['min_tokens']} tokens (check threshold)")
     ax.axhline(report["ceiling"]["longest_span"]["mean"], color="black", linestyle="--", linewidth=1,
                label="real held-out text, mean")
-    _mark_recommended(ax, report)
-    ax.set(xlabel="step", ylabel="tokens", title="Copying: longest span of each sample found in the training texts")
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish(fig, ax, report, path, xlabel="step", ylabel="tokens",
+            title="Copying: longest span of each sample found in the training texts")
 
 
 def plot_extraction(report: dict, path: Path) -> None:
@@ -99,10 +103,7 @@ def plot_extraction(report: dict, path: Path) -> None:
             f"samples with a span of {report['min_tokens']}+ tokens")
     _series(ax, steps, [c["extraction"]["exact_share"] for c in report["checkpoints"]],
             "extraction prompts reproduced exactly (64 tokens)")
-    _mark_recommended(ax, report)
-    ax.set(xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title="Memorisation")
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish(fig, ax, report, path, xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title="Memorisation")
 
 
 def plot_novelty(report: dict, path: Path) -> None:
@@ -116,10 +117,9 @@ def plot_novelty(report: dict, path: Path) -> None:
         ax.plot(list(curve), list(curve.values()), color=colours(number / total), label=checkpoint["name"])
     real = {int(n): v for n, v in report["ceiling"]["novel_ngrams"].items() if v is not None}
     ax.plot(list(real), list(real.values()), color="black", linestyle="--", linewidth=2, label="real held-out text")
-    ax.set(xlabel="n (tokens)", ylabel="share of n-grams not in the training texts", ylim=(-0.02, 1.02),
-           title="Novel n-grams")
-    ax.legend(fontsize=7, ncol=2)
-    _save(fig, path)
+    _finish(fig, ax, None, path, legend_size=7, legend_columns=2, xlabel="n (tokens)",
+            ylabel="share of n-grams not in the training texts", ylim=(-0.02, 1.02), xticks=list(NOVELTY_TICKS),
+            title="Novel n-grams")
 
 
 def plot_diversity(report: dict, path: Path) -> None:
@@ -133,11 +133,8 @@ def plot_diversity(report: dict, path: Path) -> None:
         value = _by_n(report["ceiling"]["distinct"], n)
         if value is not None:
             ax.axhline(value, color="grey", linestyle=":", linewidth=1)
-    _mark_recommended(ax, report)
-    ax.set(xlabel="step", ylabel="share", ylim=(-0.02, 1.02),
-           title="Diversity (dotted: distinct-n of real held-out text)")
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish(fig, ax, report, path, xlabel="step", ylabel="share", ylim=(-0.02, 1.02),
+            title="Diversity (dotted: distinct-n of real held-out text)")
 
 
 def _by_n(values: dict, n: str) -> Any:
