@@ -360,6 +360,26 @@ def test_train_settings_are_spelled_out_and_validated(ws: Workspace) -> None:
         load_workspace(ws.root)
 
 
+@pytest.mark.parametrize("table, cls, bad, message", [
+    ("generate", wsmod.GenerateSettings, ('preset = "coherent"', 'preset = "wild"'), r"preset must be one of: coherent"),
+    ("generate", wsmod.GenerateSettings, ("guard = 10", "guard = 1"), r"guard must be 0 or at least 2, got 1"),
+    ("check", wsmod.CheckSettings, ("min_tokens = 50", "min_tokens = 0"), r"min_tokens must be 1 or more"),
+    ("evaluate", wsmod.EvaluateSettings, ("max_extraction_share = 0.05", "max_extraction_share = 2.0"),
+     r"max_extraction_share must be between 0 and 1"),
+])
+def test_later_stages_settings_are_spelled_out_and_validated(ws: Workspace, table: str, cls: type, bad: tuple,
+                                                             message: str) -> None:
+    text = ws.config_path.read_text(encoding="utf-8")
+    section = text.split(f"[{table}]\n", 1)[1].split("\n[", 1)[0]
+    for field in dataclasses.fields(cls):
+        assert f"{field.name} = " in section  # every default written, with its comment
+    assert getattr(ws, table) == cls()
+    assert bad[0] in text
+    write_config(ws, text.replace(bad[0], bad[1]))
+    with pytest.raises(WorkspaceError, match=rf"\[{table}\]: {message}"):
+        load_workspace(ws.root)
+
+
 def test_flags_override_settings_as_toml_values() -> None:
     values = wsmod.parse_assignments(["learning_rate=3e-4", "base=ai-forever/rugpt3small", "compile=true",
                                       "lora_targets=q_proj,v_proj"])
