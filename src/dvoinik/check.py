@@ -66,11 +66,14 @@ def find_copies(index: CopyIndex, tokenizer: Any, text: str, min_tokens: int, so
     for span in spans:
         covered[span.start : span.end] = True
 
+    work_lengths: dict[str, int] = {}  # characters of each source work, decoded once
+
     def describe(span: Span) -> CopiedSpan:
         work, offset = index.source_at(span.position)
-        before = index.tokens[work.start : work.start + offset]
-        work_start = len(tokenizer.decode(np.asarray(before).tolist()))
-        work_chars = len(tokenizer.decode(np.asarray(index.tokens[work.start : work.start + work.tokens]).tolist()))
+        work_start = len(tokenizer.decode(index.tokens[work.start : work.start + offset].tolist()))
+        if work.id not in work_lengths:
+            work_lengths[work.id] = len(tokenizer.decode(index.tokens[work.start : work.start + work.tokens].tolist()))
+        work_chars = work_lengths[work.id]
         start, end = offsets[span.start][0], offsets[span.end - 1][1]
         return CopiedSpan(span.length, text[start:end], start, end, work.title, work.author, work.id, work_start,
                           work_start / work_chars if work_chars else 0.0, span.occurrences)
