@@ -55,6 +55,26 @@ def test_passages_stay_inside_one_work_and_start_on_a_word() -> None:
     assert passages(tokens, documents, count=3, prompt_len=40, continuation_len=40) == []  # works too short
 
 
+def test_samples_without_words_count_against_the_target(tmp_path: Path) -> None:
+    from synthetic import synthetic_prose
+
+    from dvoinik.copyindex import SourceWork, write_copy_index
+    from dvoinik.evaluate import NO_WORDS, measure_texts
+    from dvoinik.stylometry import StyleSettings, fit_style_model
+    from dvoinik.tokens import train_bpe_tokenizer
+
+    texts = {"А": [(f"a{i}", synthetic_prose(i, 40)) for i in range(2)],
+             "Б": [(f"b{i}", synthetic_prose(50 + i, 40)) for i in range(2)]}
+    style = fit_style_model(texts, StyleSettings(mfw=100, char_features=300, chunk_words=300, min_words=1))
+    tokenizer = train_bpe_tokenizer(lambda: iter([t for works in texts.values() for _, t in works]), 300)
+    ids = tokenizer(texts["А"][0][1], add_special_tokens=False).input_ids
+    index = write_copy_index(np.asarray(ids, dtype=np.uint16), [SourceWork("a0", "А", "a0", 0, len(ids))],
+                             tmp_path / "index", "t")
+    measures = measure_texts([texts["А"][1][1][:3000], "", " ... "], tokenizer, index, style, "А", 50)
+    assert measures.attributed == {"А": 1, NO_WORDS: 2} and measures.target_share == pytest.approx(1 / 3)
+    assert measures.longest_spans[1] == 0
+
+
 def _checkpoint(name: str, share: float, ppl: float, copied: float = 0.0, exact: float = 0.0) -> dict:
     return {"name": name, "val_target_ppl": ppl, "samples": {"target_share": share, "share_with_copied_span": copied},
             "extraction": {"exact_share": exact}}

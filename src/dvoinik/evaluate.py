@@ -50,6 +50,7 @@ NOVELTY_N = tuple(range(1, 21))
 DISTINCT_N = (1, 2, 3)
 REPETITION_N = 3  # a word trigram met earlier in the same text counts as repetition
 SAMPLES_SHOWN = 3
+NO_WORDS = "(no words)"  # how `attributed` counts samples with nothing to attribute
 _WORDS = re.compile(r"\w+")
 
 
@@ -189,12 +190,16 @@ def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: Sty
     target_share = target_probability = None
     attributed: dict[str, int] = {}
     if style is not None and texts:
-        results = attribute_many(style, texts)
+        # A sample without a word (the model ended the text at once) is attributed to no one.
+        worded = [t for t in texts if _WORDS.search(t)]
+        results = attribute_many(style, worded) if worded else []
         for result in results:
             attributed[result.best.author] = attributed.get(result.best.author, 0) + 1
-        target_share = attributed.get(target, 0) / len(results)
-        target_probability = float(np.mean([next(s.probability for s in r.ranking if s.author == target)
-                                            for r in results]))
+        if len(worded) < len(texts):
+            attributed[NO_WORDS] = len(texts) - len(worded)
+        target_share = attributed.get(target, 0) / len(texts)
+        target_probability = float(sum(next((s.probability for s in r.ranking if s.author == target), 0.0)
+                                       for r in results) / len(texts))
     return TextMeasures(
         target_share=target_share, target_probability=target_probability, attributed=attributed,
         longest_spans=longest, share_with_copied_span=float(np.mean([x >= min_tokens for x in longest])) if longest else 0.0,
