@@ -394,6 +394,9 @@ def test_generate_from_the_command_line(tmp_path: Path) -> None:
     beams = invoke("-w", ws.root, "generate", "Бава", "--n", "2", "--num-beams", "2", "--max-new-tokens", "4")
     assert beams.exit_code == 0 and "1. Бава" in beams.stdout and "2. Бава" in beams.stdout
     assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--preset", "hot"), "unknown preset 'hot'")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--n", "0"), "ask for 1 variant or more")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--max-new-tokens", "0"), "max_new_tokens = 0")
+    assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--style", "g=1", "--run", "g"), "leave out --run")
     assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--checkpoint", "best"), "no recommendation yet")
     assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--checkpoint", "checkpoint-9"), "no such checkpoint")
     assert_user_error(invoke("-w", ws.root, "generate", "Бава", "--run", "nope"), "no such run")

@@ -100,6 +100,8 @@ def test_evaluate_writes_its_report_on_a_real_run(tmp_path: Path) -> None:
     assert seen[-1] == ("writing the report", 2, 2) and ("evaluating checkpoint-8", 1, 2) in seen
 
     report = json.loads((result.folder / "report.json").read_text(encoding="utf-8"))
+    # The micro model was trained on 32-token blocks: 12 prompt tokens leave 20 for a sample, and the audit halves 32.
+    assert report["sample_tokens"] == 20 and report["extraction_tokens"] == 16
     assert [c["name"] for c in report["checkpoints"]] == ["checkpoint-4", "checkpoint-8"]
     assert report["recommended"] in ("checkpoint-4", "checkpoint-8") and report["rule"].startswith("Among checkpoints")
     for checkpoint in report["checkpoints"]:
@@ -124,9 +126,30 @@ def test_evaluate_writes_its_report_on_a_real_run(tmp_path: Path) -> None:
     assert f"Recommended: {report['recommended']}" in shown.stdout and "report.html" in shown.stdout
 
 
-def test_evaluate_needs_a_held_out_work_of_the_target(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path, {"max_steps": 2})
-    ws = write_settings(ws, "evaluate", {"prompt_tokens": 5000})
+def test_evaluate_keeps_prompt_and_sample_within_the_trained_length(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, {"max_steps": 2})  # the micro model trains on 32-token blocks
+    ws = write_settings(ws, "evaluate", {"prompt_tokens": 30})
     train(ws, run="r")
-    with pytest.raises(EvaluationError, match="shorter than one prompt and sample"):
+    with pytest.raises(EvaluationError, match=r"prompt_tokens = 30 leaves no room for a sample in the 32 tokens"):
         evaluate_run(ws)
+
+
+def test_a_single_author_workspace_is_evaluated_without_style(tmp_path: Path) -> None:
+    from training_fixtures import MICRO, patterned_prose
+
+    from dvoinik.corpus.build import build_corpus
+    from dvoinik.workspace import add_sources, init_workspace
+
+    books = tmp_path / "books"
+    books.mkdir()
+    for work in range(4):
+        (books / f"work{work}.txt").write_text(patterned_prose(3 + work, 30), encoding="utf-8")
+    ws = init_workspace(tmp_path / "double")
+    ws, _ = add_sources(ws, [books], author="Одна", role="target")
+    ws = write_settings(ws, "train", {**MICRO, "max_steps": 2})
+    ws = write_settings(ws, "evaluate", {"prompts": 2, "prompt_tokens": 8, "extraction_prompts": 2})
+    build_corpus(ws)
+    train(ws, run="solo")
+    report = evaluate_run(ws).report
+    assert report["style_model"] is None and report["ceiling"]["target_share"] is None
+    assert report["checkpoints"][0]["samples"]["target_share"] is None and report["recommended"] == "checkpoint-2"

@@ -60,8 +60,9 @@ def find_copies(index: CopyIndex, tokenizer: Any, text: str, min_tokens: int, so
     """Every span of `text` of at least `min_tokens` tokens that occurs in the training texts, and the longest."""
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoding.input_ids, encoding.offset_mapping
-    spans = index.spans(ids, min_tokens)
-    longest = index.longest_span(ids)
+    statistics = index.matching_statistics(ids)
+    spans = index.spans(ids, min_tokens, statistics)
+    longest = index.longest_span(ids, statistics)
     covered = np.zeros(len(ids), dtype=bool)
     for span in spans:
         covered[span.start : span.end] = True
@@ -89,7 +90,7 @@ def check_file(ws: Workspace, path: Path, run: str | None = None, min_tokens: in
     from transformers import AutoTokenizer
 
     chosen = find_run(ws, run)
+    text = read_text_file(path, ws.language)  # a bad file is reported before the index is built
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(chosen, "last"))
     index = open_copy_index(run_token_set(ws, chosen))
-    text = read_text_file(path, ws.language)
     return find_copies(index, tokenizer, text, min_tokens or ws.check.min_tokens, source=str(path))

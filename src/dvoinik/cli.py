@@ -449,11 +449,12 @@ def generate_command(
         prompt = sys.stdin.read()
     settings = ws.generate
     decoding = with_seed(decoding_for(
-        preset or settings.preset, max_new_tokens=max_new_tokens or settings.max_new_tokens, temperature=temperature,
+        preset or settings.preset,
+        max_new_tokens=max_new_tokens if max_new_tokens is not None else settings.max_new_tokens, temperature=temperature,
         top_k=top_k, top_p=top_p, typical_p=typical_p, min_p=min_p, repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams, stop=tuple(stop) if stop else None,
     ), seed)
-    variants = n or settings.variants
+    variants = n if n is not None else settings.variants
     err = _console(stderr=True)
     from transformers.utils import logging as transformers_logging
 

@@ -110,8 +110,10 @@ class CopyIndex:
     def successors(self, contexts: np.ndarray) -> list[np.ndarray]:
         """For each row of `contexts` (equal lengths), the distinct tokens that follow it in the training texts."""
         contexts = np.asarray(contexts, dtype=np.int64)
-        if contexts.ndim != 2 or contexts.shape[0] == 0:
-            return [np.zeros(0, dtype=np.int64) for _ in range(len(contexts))]
+        if contexts.ndim != 2:
+            raise ValueError(f"contexts must be a 2-D array (rows of equal length), got shape {contexts.shape}")
+        if contexts.shape[0] == 0:
+            return []
         lower, upper = self._bounds(contexts)
         width = contexts.shape[1]
         result = []
@@ -149,20 +151,24 @@ class CopyIndex:
             lengths[i], ranks[i] = self._longest_match_exact(query[i:])
         return lengths, ranks
 
-    def longest_span(self, query: Sequence[int]) -> Span | None:
-        """The longest span of `query` that occurs in the training texts (None for an empty query)."""
-        lengths, ranks = self.matching_statistics(query)
+    def longest_span(self, query: Sequence[int], statistics: tuple[np.ndarray, np.ndarray] | None = None) -> Span | None:
+        """The longest span of `query` that occurs in the training texts (None when there is none).
+
+        `statistics`: the query's `matching_statistics`, when the caller already has them.
+        """
+        lengths, ranks = statistics or self.matching_statistics(query)
         if len(lengths) == 0 or lengths.max() == 0:
             return None
         start = int(np.argmax(lengths))
         return self._span(start, int(lengths[start]), int(ranks[start]))
 
-    def spans(self, query: Sequence[int], min_tokens: int) -> list[Span]:
+    def spans(self, query: Sequence[int], min_tokens: int,
+              statistics: tuple[np.ndarray, np.ndarray] | None = None) -> list[Span]:
         """Every maximal span of `query` of at least `min_tokens` tokens that occurs in the training texts.
 
         A span is reported where it starts: a run of copied text gives one span, not one per token.
         """
-        lengths, ranks = self.matching_statistics(query)
+        lengths, ranks = statistics or self.matching_statistics(query)
         found = []
         for i in np.flatnonzero(lengths >= max(1, min_tokens)).tolist():
             if i > 0 and lengths[i - 1] == lengths[i] + 1:
@@ -171,11 +177,12 @@ class CopyIndex:
         return found
 
     def occurrences(self, rank: int, length: int, cap: int = 1000) -> list[int]:
-        """Positions of every suffix sharing its first `length` tokens with the suffix at `rank` (LCP walk)."""
+        """Positions of the suffixes sharing their first `length` tokens with the suffix at `rank` (LCP walk),
+        at most `cap` of them."""
         low = high = rank
-        while low > 0 and self.lcp[low - 1] >= length and high - low < cap:
+        while low > 0 and self.lcp[low - 1] >= length and high - low + 1 < cap:
             low -= 1
-        while high + 1 < self.size and self.lcp[high] >= length and high - low < cap:
+        while high + 1 < self.size and self.lcp[high] >= length and high - low + 1 < cap:
             high += 1
         return np.asarray(self.suffixes[low : high + 1], dtype=np.int64).tolist()
 

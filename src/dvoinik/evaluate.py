@@ -37,7 +37,7 @@ from dvoinik.atomic import fsync_files, replace_folder, restore_previous_folder,
 from dvoinik.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation import Double, decoding_for, load_checkpoint, sample_ids
 from dvoinik.runs import EVALUATION_DIR, REPORT_JSON, Run, find_run, run_token_set
-from dvoinik.stylometry import StyleModel, attribute_many, load_or_fit_workspace_model
+from dvoinik.stylometry import StyleError, StyleModel, attribute_many, load_or_fit_workspace_model
 from dvoinik.tokens import TokenSet
 from dvoinik.training.checkpoints import Checkpoint, list_checkpoints
 from dvoinik.training.data import validation_blocks
@@ -101,12 +101,15 @@ def passages(tokens: np.ndarray, documents: list[tuple[int, int, str]], count: i
 
 
 def word_starts(tokenizer: Any) -> np.ndarray:
-    """For each token id, whether its text begins with whitespace (a word or line starts there)."""
-    flags = np.zeros(len(tokenizer), dtype=bool)
-    for token_id in range(len(tokenizer)):
-        text = tokenizer.decode([token_id])
-        flags[token_id] = bool(text) and text[0].isspace()
-    return flags
+    """For each token id, whether its text begins with whitespace (a word or line starts there).
+
+    Each token is decoded after an anchor token: SentencePiece-style tokenizers drop the
+    space of a text's first token, so a token alone would never show it.
+    """
+    anchor = tokenizer("a", add_special_tokens=False).input_ids[:1] or [0]
+    skip = len(tokenizer.decode(anchor))
+    texts = tokenizer.batch_decode([anchor + [token_id] for token_id in range(len(tokenizer))])
+    return np.array([len(text) > skip and text[skip].isspace() for text in texts], dtype=bool)
 
 
 def target_passages(token_set: TokenSet, split: str, count: int, prompt_len: int, continuation_len: int,
@@ -254,7 +257,9 @@ def evaluate_checkpoint(
     result: dict[str, Any] = {"name": checkpoint.path.name, "step": checkpoint.step}
     result.update(held_out_perplexity(double.model, token_set, block_size, eval_blocks))
 
-    samples = generate_batched(double, [p.prompt for p in prompts], settings.preset, settings.sample_tokens, settings.seed)
+    # Lengths come from the passages: evaluate_run fitted them to what the model was trained on.
+    samples = generate_batched(double, [p.prompt for p in prompts], settings.preset, len(prompts[0].continuation),
+                               settings.seed)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in samples]
     target = token_set.target.name if token_set.target else ""
     measures = measure_texts(texts, tokenizer, index, style, target, min_tokens)
@@ -268,8 +273,9 @@ def evaluate_checkpoint(
     ]
 
     if extraction:
-        greedy = generate_batched(double, [p.prompt for p in extraction], "greedy", EXTRACTION_TOKENS, settings.seed)
-        exact = [ids[:EXTRACTION_TOKENS] == p.continuation for ids, p in zip(greedy, extraction)]
+        length = len(extraction[0].continuation)
+        greedy = generate_batched(double, [p.prompt for p in extraction], "greedy", length, settings.seed)
+        exact = [ids[:length] == p.continuation for ids, p in zip(greedy, extraction)]
         spans = [int(index.matching_statistics(ids)[0].max()) if ids else 0 for ids in greedy]
         result["extraction"] = {"prompts": len(extraction), "exact_share": float(np.mean(exact)),
                                 "mean_longest_span": float(np.mean(spans))}
@@ -345,23 +351,35 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         if on_progress:
             on_progress(what, done, len(checkpoints))
 
-    step("building the copy index")
-    index = open_copy_index(token_set)
-    step("fitting the stylometry model")
-    style = load_or_fit_workspace_model(ws)
-    style = replace(style, settings=replace(style.settings, min_words=1))  # short samples: the ceiling says how short
     tokenizer = AutoTokenizer.from_pretrained(checkpoints[-1].path)
     train_settings = chosen.record.get("settings", {})
     block_size = int(train_settings.get("block_size", ws.train.block_size))
     eval_blocks = int(train_settings.get("eval_blocks", ws.train.eval_blocks))
+    # Prompt and sample stay within the positions the model was trained on.
+    trained = chosen.trained_length
+    sample_tokens = min(settings.sample_tokens, trained - settings.prompt_tokens) if trained else settings.sample_tokens
+    extraction_tokens = min(EXTRACTION_TOKENS, trained // 2) if trained else EXTRACTION_TOKENS
+    if sample_tokens < 8:
+        raise EvaluationError(f"[evaluate] prompt_tokens = {settings.prompt_tokens} leaves no room for a sample in the "
+                              f"{trained} tokens run {chosen.name!r} was trained on; lower it")
 
     starts = word_starts(tokenizer)
-    prompts = target_passages(token_set, "val", settings.prompts, settings.prompt_tokens, settings.sample_tokens, starts)
-    extraction = target_passages(token_set, "train", settings.extraction_prompts, EXTRACTION_TOKENS,
-                                 EXTRACTION_TOKENS, starts)
+    prompts = target_passages(token_set, "val", settings.prompts, settings.prompt_tokens, sample_tokens, starts)
+    extraction = target_passages(token_set, "train", settings.extraction_prompts, extraction_tokens,
+                                 extraction_tokens, starts)
     if not prompts:
         raise EvaluationError(f"{ws.corpus_dir}: the target's held-out works are shorter than one prompt and sample "
-                              f"({settings.prompt_tokens} + {settings.sample_tokens} tokens)")
+                              f"({settings.prompt_tokens} + {sample_tokens} tokens)")
+
+    step("building the copy index")
+    index = open_copy_index(token_set)
+    step("fitting the stylometry model")
+    try:
+        style: StyleModel | None = load_or_fit_workspace_model(ws)
+    except StyleError:
+        style = None  # one author: nothing to attribute among; every other measure still holds
+    if style is not None:  # short samples are attributed too: the ceiling says how far to trust them
+        style = replace(style, settings=replace(style.settings, min_words=1))
     min_tokens = ws.check.min_tokens
     real_texts = [tokenizer.decode(p.continuation) for p in prompts]
     ceiling = measure_texts(real_texts, tokenizer, index, style, token_set.target.name, min_tokens)
@@ -381,7 +399,9 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         "target": token_set.target.name,
         "authors": [a.name for a in token_set.authors],
         "prompts": len(prompts),
-        "style_model": {"authors": list(style.authors), "calibration": asdict(style.calibration)},
+        "sample_tokens": sample_tokens,
+        "extraction_tokens": extraction_tokens,
+        "style_model": {"authors": list(style.authors), "calibration": asdict(style.calibration)} if style else None,
         "rule": recommendation_rule(settings, min_tokens),
         "recommended": recommended,
         "reason": reason,

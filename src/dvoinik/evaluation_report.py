@@ -18,22 +18,18 @@ NOVELTY_TICKS = range(1, 21, 2)  # n = 1…20, as evaluate.py measures
 
 
 def _figure(width: float = 6.4, height: float = 3.6) -> tuple[Any, Any]:
-    import matplotlib
+    # A Figure of its own, not pyplot: no global backend or state, so a server thread can draw too.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=110)
+    ax = fig.subplots()
     ax.grid(True, alpha=0.3)
     return fig, ax
 
 
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
     fig.savefig(path, format="png")
-    plt.close(fig)
 
 
 def _finish(fig: Any, ax: Any, report: dict | None, path: Path, legend_size: int = 8, legend_columns: int = 1,
@@ -102,7 +98,7 @@ def plot_extraction(report: dict, path: Path) -> None:
     _series(ax, steps, [c["samples"]["share_with_copied_span"] for c in report["checkpoints"]],
             f"samples with a span of {report['min_tokens']}+ tokens")
     _series(ax, steps, [c["extraction"]["exact_share"] for c in report["checkpoints"]],
-            "extraction prompts reproduced exactly (64 tokens)")
+            f"extraction prompts reproduced exactly ({report.get('extraction_tokens', 64)} tokens)")
     _finish(fig, ax, report, path, xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title="Memorisation")
 
 
@@ -233,7 +229,7 @@ def render_html(report: dict, images: dict[str, bytes]) -> str:
 <h1>Evaluation of run {html.escape(report['run'])}</h1>
 <p class="meta">{html.escape(report['created'])} · target author {html.escape(report['target'])} ·
 {len(report['checkpoints'])} checkpoints · {report['prompts']} prompts of {settings['prompt_tokens']} tokens from the
-target's held-out works, {settings['sample_tokens']}-token samples ({html.escape(settings['preset'])} preset, seed
+target's held-out works, {report.get('sample_tokens', settings['sample_tokens'])}-token samples ({html.escape(settings['preset'])} preset, seed
 {settings['seed']}), guard off</p>
 {verdict}
 <p class="rule">Rule: {html.escape(report['rule'])}</p>

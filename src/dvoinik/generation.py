@@ -106,19 +106,22 @@ class Double:
     tokenizer: Any
     checkpoint: str  # what the user would name: "demo/checkpoint-300", or the style mix
     index: CopyIndex | None = None
-    context_length: int | None = None
+    context_length: int | None = None  # positions the model has at all
+    trained_length: int | None = None  # positions it was trained on, when fewer (a built-in model's block size)
 
     @property
     def eos_id(self) -> int | None:
         return self.tokenizer.eos_token_id
 
 
-def load_checkpoint(folder: Path, index: CopyIndex | None = None, label: str | None = None) -> Double:
+def load_checkpoint(folder: Path, index: CopyIndex | None = None, label: str | None = None,
+                    trained_length: int | None = None) -> Double:
     """A Double from a checkpoint folder (full model or LoRA adapter)."""
     from transformers import AutoTokenizer
 
     model = _ready(load_checkpoint_model(folder))
-    return Double(model, AutoTokenizer.from_pretrained(folder), label or folder.name, index, _context_length(model))
+    return Double(model, AutoTokenizer.from_pretrained(folder), label or folder.name, index, _context_length(model),
+                  trained_length)
 
 
 def load_double(
@@ -127,11 +130,13 @@ def load_double(
 ) -> Double:
     """The run's checkpoint (by name, `best`, `last`; `auto` = best if evaluated, else last), or a style mix."""
     if style:
+        if run is not None:
+            raise GenerationError("--style names its runs itself; leave out --run")
         return load_style_mix(ws, style, checkpoint, on_progress)
     chosen = find_run(ws, run)
     folder = resolve_checkpoint(chosen, checkpoint)
     index = open_copy_index(run_token_set(ws, chosen), on_progress)
-    return load_checkpoint(folder, index, f"{chosen.name}/{folder.name}")
+    return load_checkpoint(folder, index, f"{chosen.name}/{folder.name}", chosen.trained_length)
 
 
 def parse_style(text: str) -> dict[str, float]:
@@ -382,17 +387,24 @@ def _held_back(text: str, stop: tuple[str, ...]) -> int:
 
 
 def prompt_ids(double: Double, prompt: str, max_new_tokens: int) -> Any:
-    """The prompt's ids, cut from the left so prompt and continuation fit the model's context."""
+    """The prompt's ids, cut from the left so prompt and continuation stay within what the model was trained on.
+
+    When the continuation alone is longer than that, the prompt keeps at most half of it and
+    the continuation runs past the trained length (it may degrade there), but never past
+    the model's positions.
+    """
     ids = double.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
     if ids.shape[1] == 0 and double.eos_id is not None:  # an empty prompt: start a new text
         import torch
 
         ids = torch.tensor([[double.eos_id]])
+    budget = double.trained_length or double.context_length
+    if budget:
+        keep = max(budget - max_new_tokens, min(ids.shape[1], budget // 2), 1)
+        ids = ids[:, max(0, ids.shape[1] - keep):]
     limit = double.context_length
     if limit and ids.shape[1] + max_new_tokens > limit:
-        if max_new_tokens >= limit:
-            raise GenerationError(f"max_new_tokens {max_new_tokens} does not fit the model's context of {limit} tokens")
-        ids = ids[:, ids.shape[1] - (limit - max_new_tokens):]
+        raise GenerationError(f"max_new_tokens {max_new_tokens} does not fit the model's context of {limit} tokens")
     return ids
 
 

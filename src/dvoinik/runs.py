@@ -11,8 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dvoinik.tokens import TokenSet, load_token_set
+from dvoinik.tokens import TokenSet, load_token_set, recorded_tokenizer
 from dvoinik.training.checkpoints import list_checkpoints
+from dvoinik.training.models import is_builtin
 from dvoinik.workspace import Workspace
 
 RUN_FILE = "run.json"
@@ -34,6 +35,12 @@ class Run:
     @property
     def tokens_key(self) -> str:
         return self.record["tokens"]
+
+    @property
+    def trained_length(self) -> int | None:
+        """Positions the model learned: a built-in model trained here knows only its block size (None: the base's)."""
+        settings = self.record.get("settings", {})
+        return int(settings["block_size"]) if is_builtin(str(settings.get("base", ""))) else None
 
     @property
     def report_path(self) -> Path:
@@ -82,8 +89,7 @@ def resolve_checkpoint(run: Run, which: str = AUTO) -> Path:
         if best in by_name:
             return by_name[best]
         if which == "best":
-            raise RunError(f"{run.report_path}: no recommendation yet; run `dvoinik evaluate --run {run.name}` "
-                           "or pass --checkpoint last")
+            raise RunError(f"{run.report_path}: {_why_no_best(run, best)}; pass --checkpoint last or a checkpoint name")
         which = "last"
     if which == "last":
         return checkpoints[-1].path
@@ -93,10 +99,24 @@ def resolve_checkpoint(run: Run, which: str = AUTO) -> Path:
     return by_name[which]
 
 
+def _why_no_best(run: Run, best: str | None) -> str:
+    if not run.report_path.is_file():
+        return f"no recommendation yet; run `dvoinik evaluate --run {run.name}`"
+    if best is None:
+        return "the evaluation recommends no checkpoint (none passes its copying limits)"
+    return f"the recommended {best} no longer exists"
+
+
 def run_token_set(ws: Workspace, run: Run) -> TokenSet:
     """The token set the run was trained on (its copy index answers what the run's model copies)."""
-    token_set = load_token_set(ws.tokens_dir / run.tokens_key)
+    folder = ws.tokens_dir / run.tokens_key
+    token_set = load_token_set(folder)
     if token_set is None:
-        raise RunError(f"{ws.tokens_dir / run.tokens_key}: the run's token files are missing or from an older "
-                       "version; `dvoinik train` rebuilds them")
+        raise RunError(f"{folder}: the run's token files are missing or from an older version; `dvoinik train` "
+                       "rebuilds them")
+    trained_with = run.record.get("tokenizer")
+    if trained_with is not None and trained_with != recorded_tokenizer(folder):
+        # A rebuilt corpus retrains the BPE under the same key: its ids are not this run's ids.
+        raise RunError(f"{folder}: rebuilt with another tokenizer after run {run.name!r} was trained (the corpus "
+                       "changed), so its copy index does not match the run's model; train a new run on this corpus")
     return token_set

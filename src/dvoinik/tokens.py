@@ -215,6 +215,11 @@ def load_token_set(folder: Path, reused: bool = False) -> TokenSet | None:
     )
 
 
+def recorded_tokenizer(folder: Path) -> str | None:
+    """The fingerprint of the tokenizer a token folder was built with (what a run records)."""
+    return _meta(folder).get("tokenizer")
+
+
 def _meta(folder: Path) -> dict:
     """meta.json of a token folder; empty when it is missing or unreadable (the folder is then rebuilt)."""
     try:

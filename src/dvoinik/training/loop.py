@@ -24,7 +24,7 @@ from typing import Any
 
 from dvoinik.atomic import atomic_write_text
 from dvoinik.runs import RUN_FILE, run_names
-from dvoinik.tokens import TokenSet, prepare_tokens
+from dvoinik.tokens import TokenSet, prepare_tokens, recorded_tokenizer
 from dvoinik.training import checkpoints as ckpt
 from dvoinik.training.data import BlockSampler, validation_blocks
 from dvoinik.training.metrics import MetricsLog, perplexity, truncate_metrics
@@ -411,6 +411,8 @@ def _write_run_record(run_dir: Path, settings: TrainSettings, token_set: TokenSe
     record.update({
         "settings": asdict(settings),
         "tokens": token_set.key,
+        # Later stages check it: a rebuilt tokenizer under the same key would give this run's model other ids.
+        "tokenizer": recorded_tokenizer(token_set.folder),
         "parameters": {"trainable": trainable, "total": total},
         "processes": accelerator.num_processes,
         "device": str(accelerator.device),
