@@ -67,6 +67,27 @@ def replace_folder(staging: Path, folder: Path) -> None:
         raise
 
 
+@contextmanager
+def building_folder(folder: Path) -> Iterator[Path]:
+    """Yield a fresh hidden sibling of `folder` to write into; swap it in only if the block succeeds.
+
+    The files are flushed to disk before the swap (`replace_folder`). On failure the
+    sibling is removed, and a previous folder left aside by an earlier killed swap is put back.
+    Not mkdtemp: its folder is private (0700), and the result should get any new folder's mode.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_sibling(folder)
+    staging.mkdir()
+    try:
+        yield staging
+        fsync_files(staging)
+    except BaseException:
+        restore_previous_folder(folder)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_folder(staging, folder)
+
+
 def restore_previous_folder(folder: Path) -> None:
     """Put back `.NAME.old` when a swap was killed after moving `folder` aside."""
     previous = folder.with_name(f".{folder.name}.old")

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import bisect
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dvoinik.atomic import fsync_files, replace_folder, restore_previous_folder, temporary_sibling
+from dvoinik.atomic import building_folder, restore_previous_folder
 from dvoinik.tokens import META_FILE, TokenSet
 
 INDEX_DIR = "copy-index"
@@ -320,9 +319,7 @@ def write_copy_index(text: np.ndarray, sources: list[SourceWork], folder: Path, 
     lcp = kasai(text, suffixes).astype(np.int32, copy=False)
     # first[t] = rank of the first suffix whose first token is >= t; the last two entries are the end.
     first = np.searchsorted(text[suffixes], np.arange(int(text.max()) + 3)).astype(np.int64)
-    staging = temporary_sibling(folder)
-    staging.mkdir(parents=True)
-    try:
+    with building_folder(folder) as staging:
         text.tofile(staging / "tokens.bin")
         suffixes.tofile(staging / "suffixes.bin")
         lcp.tofile(staging / "lcp.bin")
@@ -331,9 +328,4 @@ def write_copy_index(text: np.ndarray, sources: list[SourceWork], folder: Path, 
                 "dtype": np.dtype(text.dtype).name, "suffix_dtype": np.dtype(suffixes.dtype).name,
                 "sources": [asdict(s) for s in sources]}
         (staging / INDEX_FILE).write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
-        fsync_files(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_folder(staging, folder)
     return CopyIndex(folder)

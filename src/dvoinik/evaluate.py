@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dvoinik.atomic import fsync_files, replace_folder, restore_previous_folder, temporary_sibling
+from dvoinik.atomic import building_folder
 from dvoinik.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation import Double, decoding_for, load_checkpoint, sample_ids
 from dvoinik.runs import EVALUATION_DIR, REPORT_JSON, Run, find_run, run_token_set
@@ -409,15 +408,7 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         "checkpoints": results,
     }
     folder = chosen.folder / EVALUATION_DIR
-    restore_previous_folder(folder)
-    staging = temporary_sibling(folder)
-    staging.mkdir(parents=True)
-    try:
+    with building_folder(folder) as staging:
         (staging / REPORT_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
         write_report_files(report, staging)
-        fsync_files(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_folder(staging, folder)
     return EvaluationResult(chosen.name, folder, report)

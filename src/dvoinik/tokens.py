@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dvoinik.atomic import fsync_files, replace_folder, restore_previous_folder, temporary_sibling
+from dvoinik.atomic import building_folder, restore_previous_folder
 from dvoinik.corpus.build import DOCUMENTS_FILE, REPORT_JSON, Document
 
 META_FILE = "meta.json"
@@ -285,10 +284,7 @@ def _write_token_set(
     authors, total_chars = _author_table(corpus_dir)
     files = {a["name"]: f"{i:02d}.bin" for i, a in enumerate(authors)}
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = temporary_sibling(folder)
-    staging.mkdir()
-    try:
+    with building_folder(folder) as staging:
         for split in SPLITS:
             (staging / split).mkdir()
         counts = {(split, a["name"]): 0 for split in SPLITS for a in authors}
@@ -330,11 +326,6 @@ def _write_token_set(
             "documents": documents,
         }
         (staging / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-        fsync_files(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_folder(staging, folder)
     return _loaded(folder, reused=False)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -19,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dvoinik.atomic import fsync_files, replace_folder, restore_previous_folder, temporary_sibling
+from dvoinik.atomic import building_folder
 from dvoinik.corpus.clean import clean_text
 from dvoinik.corpus.dedup import (
     DedupSettings,
@@ -504,23 +503,13 @@ def _nothing_usable_message(tasks: list[FileTask], skipped: list[dict]) -> str:
 
 def write_corpus(corpus_dir: Path, documents: list[Document], report: dict) -> None:
     """Write the three corpus files into a fresh folder, then swap it in for `corpus_dir`."""
-    corpus_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkdtemp: its folder is private (0700), and corpus/ should get the mode any new folder gets.
-    staging = temporary_sibling(corpus_dir)
-    staging.mkdir()
-    try:
+    with building_folder(corpus_dir) as staging:
         with open(staging / DOCUMENTS_FILE, "w", encoding="utf-8") as handle:
             for doc in documents:
                 handle.write(json.dumps(asdict(doc), ensure_ascii=False))
                 handle.write("\n")
         (staging / REPORT_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
         (staging / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
-        fsync_files(staging)
-    except BaseException:
-        restore_previous_folder(corpus_dir)  # a build killed mid-swap earlier must not lose that corpus now
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_folder(staging, corpus_dir)
 
 
 def load_documents(corpus_dir: Path) -> list[Document]:
