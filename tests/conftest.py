@@ -16,3 +16,11 @@ def shared_corpus() -> Path:
     if not (SHARED_CORPUS / "ru-classics").is_dir():
         pytest.skip("shared corpus not found at ../shared/corpus")
     return SHARED_CORPUS
+
+
+@pytest.fixture(scope="session")
+def served_ws(tmp_path_factory: pytest.TempPathFactory):
+    """A workspace with a trained micro run, shared by the server tests of one worker (training takes seconds)."""
+    from serving import served_workspace
+
+    return served_workspace(tmp_path_factory.mktemp("served"))

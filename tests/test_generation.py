@@ -16,6 +16,7 @@ from dvoinik.generation import (
     load_checkpoint,
     load_double,
     parse_style,
+    set_style_mix,
 )
 from dvoinik.training.loop import train
 
@@ -141,6 +142,16 @@ def test_style_mix_of_two_lora_runs(tmp_path: Path) -> None:
     assert not np.allclose(mixed, early, atol=1e-4) and not np.allclose(mixed, late, atol=1e-4)
     text = generate(half, "Бава", decoding_for("greedy", max_new_tokens=6)).variants[0].text
     assert isinstance(text, str)
+
+    # The studio's sliders re-mix the loaded adapters in place, and come back to a mix built before.
+    set_style_mix(half, {"early": 1.0, "late": 0.0})
+    assert half.checkpoint == "early=1+late=0" and np.allclose(logits(half), early, atol=1e-5)
+    set_style_mix(half, {"early": 0.5, "late": 0.5})
+    assert np.allclose(logits(half), mixed, atol=1e-5)
+    with pytest.raises(GenerationError, match="not among the loaded runs"):
+        set_style_mix(half, {"other": 1.0})
+    with pytest.raises(GenerationError, match="other than 0"):
+        set_style_mix(half, {"early": 0.0})
 
     train(ws, run="full", overrides={"max_steps": 2})
     with pytest.raises(GenerationError, match="mixes LoRA adapters"):

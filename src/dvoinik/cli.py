@@ -61,6 +61,7 @@ from dvoinik.generation import (
     with_seed,
 )
 from dvoinik.runs import AUTO, RunError
+from dvoinik.serve.launch import ServeError
 from dvoinik.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
 from dvoinik.tokens import TokensError
 from dvoinik.training.data import DataError
@@ -620,3 +621,43 @@ def evaluate_command(
     out.print(Text(verdict, style="bold green" if result.recommended else "bold red"), soft_wrap=True)
     out.print(Text(f"Rule: {report['rule']}", style="dim"), soft_wrap=True)
     out.print(f"Report: {result.folder / 'report.html'} (and report.json, plots/)")
+
+
+# ---------------------------------------------------------------- serve
+
+
+@app.command("serve")
+@user_errors(ServeError, GenerationError, RunError, CopyIndexError, TokensError, ModelError)
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default: [serve] host, 127.0.0.1). Any other than loopback needs --api-key.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: [serve] port, 5001).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="The run (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint-N, best, last; default: best if evaluated, else last.")] = AUTO,
+    style: Annotated[str | None, typer.Option("--style", metavar="RUN=W,...", help="Serve a mix of the LoRA adapters of several runs.")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="DVOINIK_API_KEY", show_envvar=True, help="Require Authorization: Bearer KEY on every API call.")] = None,
+    queue_size: Annotated[int | None, typer.Option("--queue-size", help="Requests that may wait for the model (default: [serve] queue_size).")] = None,
+) -> None:
+    """The studio in the browser, and KoboldAI- and OpenAI-compatible APIs, over one loaded double."""
+    from dvoinik.serve.launch import open_server, run_server  # FastAPI and uvicorn load only for serve
+
+    ws = open_workspace(ctx)
+    if port is not None and not 1 <= port <= 65535:
+        fail(f"--port {port}: must be between 1 and 65535")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    err = _console(stderr=True)
+    with err.status("loading the double") as status:
+        server = open_server(ws, run, checkpoint, parse_style(style) if style else None, api_key, host, queue_size,
+                             on_progress=lambda message: status.update(message))
+    address = f"http://{'localhost' if server.loopback else server.settings.host}:{port or server.settings.port}"
+    out = _console()
+    out.print(Text.assemble(("dvoinik serve", "bold"), f": {server.engine.double.checkpoint} · context "
+                            f"{server.context_tokens} tokens · queue {server.settings.queue_size}"))
+    out.print(Text.assemble("Studio: ", (f"{address}/", "bold cyan"), " · KoboldAI: ", f"{address}/api",
+                            " · OpenAI: ", f"{address}/v1"), soft_wrap=True)
+    out.print(Text(f"Studio data: {ws.root / 'studio' / 'studio.sqlite3'}" +
+                   (" · API key required" if api_key else " · no API key (this computer only)"), style="dim"),
+              soft_wrap=True)
+    run_server(server, port)

@@ -108,6 +108,8 @@ class Double:
     index: CopyIndex | None = None
     context_length: int | None = None  # positions the model has at all
     trained_length: int | None = None  # positions it was trained on, when fewer (a built-in model's block size)
+    styles: dict[str, str] = field(default_factory=dict)  # a style mix: run name → its adapter's name in the model
+    mix: dict[str, float] = field(default_factory=dict)  # the weights of the mix now active
 
     @property
     def eos_id(self) -> int | None:
@@ -183,14 +185,41 @@ def load_style_mix(
     model = PeftModel.from_pretrained(load_base_model(bases.pop()), runs[0][1], adapter_name=names[0])
     for name, (_, folder) in zip(names[1:], runs[1:]):
         model.load_adapter(folder, adapter_name=name)
-    mix = "mix"
-    model.add_weighted_adapter(names, list(weights.values()), mix, combination_type="cat")
-    model.set_adapter(mix)
-    model = _ready(model)
     first, folder = runs[0]
     index = open_copy_index(run_token_set(ws, first), on_progress)
-    label = "+".join(f"{name}={weight:g}" for name, weight in weights.items())
-    return Double(model, AutoTokenizer.from_pretrained(folder), label, index, _context_length(model))
+    double = Double(_ready(model), AutoTokenizer.from_pretrained(folder), "", index, _context_length(model),
+                    styles=dict(zip(weights, names)))
+    return set_style_mix(double, weights)
+
+
+MIXES_KEPT = 8  # weighted adapters kept in memory for quick switching between recent mixes
+
+
+def set_style_mix(double: Double, weights: dict[str, float]) -> Double:
+    """Make `weights` (run → weight, over the runs the mix was loaded with) the active mix of `double`, in place.
+
+    The studio's sliders call this between generations; a mix already built is reused.
+    """
+    unknown = sorted(set(weights) - set(double.styles))
+    if unknown:
+        raise GenerationError(f"style {', '.join(unknown)}: not among the loaded runs ({', '.join(double.styles)})")
+    if not any(w != 0 for w in weights.values()):
+        raise GenerationError("style: give at least one run a weight other than 0")
+    runs = [run for run in double.styles if weights.get(run, 0.0) != 0]
+    name = "mix-" + "-".join(f"{double.styles[r]}_{weights[r]:g}" for r in runs).replace(".", "p")
+    model = double.model
+    if name not in model.peft_config:
+        built = [a for a in model.peft_config if a.startswith("mix-")]
+        for old in built[: max(0, len(built) - MIXES_KEPT + 1)]:
+            if old != model.active_adapter:
+                model.delete_adapter(old)
+        model.add_weighted_adapter([double.styles[r] for r in runs], [weights[r] for r in runs], name,
+                                   combination_type="cat")
+    model.set_adapter(name)
+    model.eval()
+    double.mix = {run: weights.get(run, 0.0) for run in double.styles}
+    double.checkpoint = "+".join(f"{run}={weight:g}" for run, weight in double.mix.items())
+    return double
 
 
 def _ready(model: Any) -> Any:
@@ -224,7 +253,7 @@ class CopyScore:
 class Variant:
     text: str
     new_tokens: int
-    finish_reason: str  # "stop": end of text or a stop string; "length": max_new_tokens
+    finish_reason: str  # "stop": end of text or a stop string; "length": max_new_tokens; "abort": asked to stop
     copy: CopyScore | None = None
     ids: tuple[int, ...] = ()  # the generated token ids (up to end of text)
 
@@ -410,9 +439,13 @@ def prompt_ids(double: Double, prompt: str, max_new_tokens: int) -> Any:
 
 def generate(
     double: Double, prompt: str, decoding: Decoding, n: int = 1, guard: int = 0,
-    on_text: Callable[[int, str], None] | None = None,
+    on_text: Callable[[int, str], None] | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> Generation:
-    """`n` continuations of `prompt` in one batched call; `on_text(variant, new_text)` streams them (not beams)."""
+    """`n` continuations of `prompt` in one batched call; `on_text(variant, new_text)` streams them (not beams).
+
+    `should_stop()` is asked after every step; when it answers True, every variant ends
+    where it is, with finish reason "abort".
+    """
     if n < 1:
         raise GenerationError(f"n = {n}: ask for 1 variant or more")
     if guard and double.index is None:
@@ -423,13 +456,15 @@ def generate(
         raise GenerationError(f"--n {n} with beam search: at most num_beams ({decoding.num_beams}) variants")
     ids = prompt_ids(double, prompt, decoding.max_new_tokens)
     streamer = VariantStreamer(double.tokenizer, n, decoding.stop, on_text) if on_text and decoding.num_beams == 1 else None
-    rows = sample_ids(double, ids, decoding, guard, n, streamer)
-    variants = [_variant(double, row, decoding) for row in rows]
+    rows = sample_ids(double, ids, decoding, guard, n, streamer, should_stop)
+    aborted = should_stop is not None and should_stop()
+    variants = [_variant(double, row, decoding, aborted) for row in rows]
     return Generation(prompt, int(ids.shape[1]), double.checkpoint, decoding, guard, variants)
 
 
 def sample_ids(
     double: Double, prompts: Any, decoding: Decoding, guard: int = 0, n: int = 1, streamer: Any = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[list[int]]:
     """The new token ids for each of `n` variants of each row of `prompts` (equal-length rows), cut at end of text."""
     import torch
@@ -449,7 +484,8 @@ def sample_ids(
             do_sample=decoding.do_sample, num_beams=decoding.num_beams, num_return_sequences=n if beams else 1,
             max_new_tokens=decoding.max_new_tokens, logits_processor=logits_processors(decoding, guard_processor),
             stop_strings=list(decoding.stop) or None, tokenizer=double.tokenizer if decoding.stop else None,
-            pad_token_id=double.eos_id, eos_token_id=double.eos_id, streamer=streamer, **neutral,
+            pad_token_id=double.eos_id, eos_token_id=double.eos_id, streamer=streamer,
+            stopping_criteria=_stopping(should_stop), **neutral,
         )
     rows = []
     for row in output[:, prompts.shape[1]:].tolist():
@@ -459,9 +495,27 @@ def sample_ids(
     return rows
 
 
-def _variant(double: Double, new_ids: list[int], decoding: Decoding) -> Variant:
+def _stopping(should_stop: Callable[[], bool] | None) -> Any:
+    """A transformers stopping criterion that ends every row once `should_stop()` is True."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    if should_stop is None:
+        return None
+
+    class Abort(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Abort()])
+
+
+def _variant(double: Double, new_ids: list[int], decoding: Decoding, aborted: bool = False) -> Variant:
     text, stopped = cut_at_stop(double.tokenizer.decode(new_ids, skip_special_tokens=True), decoding.stop)
     reason = "stop" if stopped or len(new_ids) < decoding.max_new_tokens else "length"
+    if aborted and not stopped and len(new_ids) < decoding.max_new_tokens:
+        reason = "abort"
     return Variant(text, len(new_ids), reason, copy_score(double.index, double.tokenizer, text), tuple(new_ids))
 
 

@@ -4,7 +4,7 @@ A workspace is a folder holding one double::
 
     my-double/
       dvoinik.toml   [double] name and language, [[sources]], and one table of settings per stage:
-                     [corpus], [train], [generate], [check], [evaluate]
+                     [corpus], [train], [generate], [check], [evaluate], [serve]
       corpus/        built by `dvoinik corpus`
       tokens/        built by the token stage
       runs/          one folder per training run
@@ -181,6 +181,25 @@ class GenerateSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """[serve]: how `dvoinik serve` runs the studio and the APIs (the API key is never kept here)."""
+
+    host: str = _setting("127.0.0.1", "address to listen on; any other than loopback needs an API key",
+                         lambda v: bool(v.strip()), "an address")
+    port: int = _setting(5001, "port (5001 is KoboldAI's)", lambda v: 1 <= v <= 65535, "between 1 and 65535")
+    queue_size: int = _setting(8, "generation requests that may wait for the model; beyond: 503 with Retry-After",
+                               lambda v: 1 <= v <= 1000, "between 1 and 1000")
+    max_variants: int = _setting(8, "the most variants one request may ask for", lambda v: 1 <= v <= 64,
+                                 "between 1 and 64")
+    max_new_tokens: int = _setting(1024, "the most tokens one request may ask to generate", lambda v: v >= 1,
+                                   "1 or more")
+    context_tokens: int = _setting(0, "the studio's context budget in tokens (prompt + continuation); 0 = the "
+                                      "length the model was trained on", lambda v: v >= 0, "0 or more")
+    max_text_chars: int = _setting(2_000_000, "the longest text a request may send (a document, a prompt)",
+                                   lambda v: v >= 1000, "1000 or more")
+
+
+@dataclass(frozen=True)
 class CheckSettings:
     """[check]: what counts as copied."""
 
@@ -223,6 +242,7 @@ class Workspace:
     generate: GenerateSettings = GenerateSettings()
     check: CheckSettings = CheckSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+    serve: ServeSettings = ServeSettings()
 
     @property
     def config_path(self) -> Path:
@@ -298,6 +318,7 @@ def render_config(name: str, language: str) -> str:
         ("generate", GenerateSettings, "How `dvoinik generate` decodes (flags such as --preset or --guard override one call)."),
         ("check", CheckSettings, "What `dvoinik check` and the copy scores count as copied."),
         ("evaluate", EvaluateSettings, "How `dvoinik evaluate` measures checkpoints and picks one."),
+        ("serve", ServeSettings, "How `dvoinik serve` runs the studio and the KoboldAI/OpenAI APIs."),
     ):
         lines += ["", f"# {comment}", f"[{table}]"] + _settings_lines(cls)
     lines += [
@@ -491,13 +512,14 @@ def parse_workspace(root: Path, doc: dict) -> Workspace:
     generate = parse_settings(GenerateSettings, f"{config}: [generate]", doc.get("generate", {}))
     check = parse_settings(CheckSettings, f"{config}: [check]", doc.get("check", {}))
     evaluate = parse_settings(EvaluateSettings, f"{config}: [evaluate]", doc.get("evaluate", {}))
+    serve = parse_settings(ServeSettings, f"{config}: [serve]", doc.get("serve", {}))
     raw_sources = doc.get("sources", [])
     if not isinstance(raw_sources, list):
         raise WorkspaceError(f"{config}: sources must be an array of tables ([[sources]]), got {raw_sources!r}")
     sources = tuple(_parse_source(config, root, i, t) for i, t in enumerate(raw_sources, start=1))
     _check_consistency(str(config), sources)
     return Workspace(root=root, name=name, language=language, sources=sources, corpus=corpus, train=train,
-                     generate=generate, check=check, evaluate=evaluate)
+                     generate=generate, check=check, evaluate=evaluate, serve=serve)
 
 
 def load_workspace(root: Path) -> Workspace:

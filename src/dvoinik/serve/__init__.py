@@ -1,0 +1,1 @@
+"""`dvoinik serve`: the studio and the KoboldAI- and OpenAI-compatible APIs over one loaded double."""

@@ -1,0 +1,73 @@
+"""Putting a server together from a workspace, and running it with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dvoinik.generation import load_double
+from dvoinik.runs import AUTO
+from dvoinik.workspace import Workspace
+
+if TYPE_CHECKING:  # FastAPI is imported when a server is built, not when the CLI starts
+    from dvoinik.serve.app import Server
+
+DATABASE = Path("studio") / "studio.sqlite3"
+
+
+class ServeError(Exception):
+    """A user-facing problem starting the server (one line)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, api_key: str | None) -> None:
+    """Refuse to listen beyond this computer without an API key: the studio holds the writer's texts."""
+    if not is_loopback(host) and not api_key:
+        raise ServeError(f"--host {host} opens the server to the network: give an API key too "
+                         "(--api-key KEY, or the DVOINIK_API_KEY environment variable)")
+    if api_key is not None and len(api_key) < 8:
+        raise ServeError("the API key is too short: use 8 characters or more")
+
+
+def open_server(
+    ws: Workspace, run: str | None = None, checkpoint: str = AUTO, style: dict[str, float] | None = None,
+    api_key: str | None = None, host: str | None = None, queue_size: int | None = None,
+    on_progress: Callable[[str], None] | None = None, database: Path | None = None,
+) -> Server:
+    """The double of `ws` loaded once, its engine and the studio's database (`studio/studio.sqlite3`)."""
+    from dvoinik.serve.app import Server
+    from dvoinik.serve.engine import Engine
+    from dvoinik.serve.store import Store
+
+    settings = ws.serve
+    if host is not None:
+        settings = replace(settings, host=host)
+    if queue_size is not None:
+        settings = replace(settings, queue_size=queue_size)
+    check_binding(settings.host, api_key)
+    double = load_double(ws, run, checkpoint, style, on_progress)
+    store = Store.open(database or ws.root / DATABASE)
+    run_name = run if run is not None or style else double.checkpoint.split("/")[0]
+    return Server(Engine(double, settings.queue_size), store, settings, ws.generate, api_key, ws,
+                  None if style else run_name, loopback=is_loopback(settings.host))
+
+
+def run_server(server: Server, port: int | None = None, log_level: str = "info") -> None:
+    """Serve until interrupted (Ctrl+C stops the model's work and closes the database cleanly)."""
+    import uvicorn
+
+    from dvoinik.serve.app import create_app
+
+    uvicorn.run(create_app(server), host=server.settings.host, port=port or server.settings.port, log_level=log_level,
+                timeout_graceful_shutdown=5)

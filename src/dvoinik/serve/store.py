@@ -1,0 +1,421 @@
+"""The studio's SQLite database: documents and their history, the generation log, blind tests and answers.
+
+    store = Store.open(workspace.root / "studio" / "studio.sqlite3")
+
+SQLite in WAL mode with `synchronous=FULL`: every change is one committed transaction,
+so a server killed mid-generation loses nothing the writer typed (the page also keeps a
+draft until the save is acknowledged). A generation is logged as "running" when it starts
+and completed when it ends; rows left "running" by a killed server read "interrupted".
+
+A document's history is a line of revisions (`head` marks the current one); undo and
+redo move `head`; a new change after an undo drops the revisions ahead of it, as every
+editor does. Edits arriving less than `FOLD_SECONDS` apart fold into one revision, so
+autosave while typing makes one undo step, not one per keystroke.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+FOLD_SECONDS = 5.0
+DEFAULT_NOTE_DEPTH = 3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}',
+    head INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (document_id, number)
+);
+CREATE TABLE IF NOT EXISTS generations (
+    id TEXT PRIMARY KEY,
+    document_id INTEGER REFERENCES documents(id) ON DELETE SET NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    seed INTEGER,
+    checkpoint TEXT NOT NULL,
+    variants TEXT NOT NULL DEFAULT '[]',
+    chosen INTEGER,
+    chosen_text TEXT
+);
+CREATE INDEX IF NOT EXISTS generations_by_document ON generations(document_id, created_at);
+CREATE TABLE IF NOT EXISTS blind_tests (
+    id INTEGER PRIMARY KEY,
+    token TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    items TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blind_answers (
+    id INTEGER PRIMARY KEY,
+    test_id INTEGER NOT NULL REFERENCES blind_tests(id) ON DELETE CASCADE,
+    reader TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    answer TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+class NotFound(Exception):
+    """No such document, generation or test."""
+
+
+class NothingToDo(Exception):
+    """Nothing to undo or redo."""
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    keys: tuple[str, ...]
+    content: str
+    secondary_keys: tuple[str, ...] = ()
+    always: bool = False
+
+    @staticmethod
+    def from_json(value: dict) -> WorldInfo:
+        return WorldInfo(tuple(value.get("keys", ())), value.get("content", ""),
+                         tuple(value.get("secondary_keys", ())), bool(value.get("always", False)))
+
+    def to_json(self) -> dict:
+        return {"keys": list(self.keys), "secondary_keys": list(self.secondary_keys), "content": self.content,
+                "always": self.always}
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """What the history keeps of a document: everything the writer wrote for it."""
+
+    text: str = ""
+    memory: str = ""
+    authors_note: str = ""
+    note_depth: int = DEFAULT_NOTE_DEPTH
+    world_info: tuple[WorldInfo, ...] = ()
+
+    @staticmethod
+    def from_json(value: dict) -> DocumentState:
+        return DocumentState(value.get("text", ""), value.get("memory", ""), value.get("authors_note", ""),
+                             int(value.get("note_depth", DEFAULT_NOTE_DEPTH)),
+                             tuple(WorldInfo.from_json(w) for w in value.get("world_info", ())))
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "memory": self.memory, "authors_note": self.authors_note,
+                "note_depth": self.note_depth, "world_info": [w.to_json() for w in self.world_info]}
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    title: str
+    state: DocumentState
+    settings: dict
+    revision: int
+    revisions: int
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "title": self.title, **self.state.to_json(), "settings": self.settings,
+                "revision": self.revision, "can_undo": self.revision > 1, "can_redo": self.revision < self.revisions,
+                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
+
+
+@dataclass
+class LoggedGeneration:
+    id: str
+    document_id: int | None
+    source: str  # "studio", "kobold", "openai", "blind"
+    created_at: float
+    status: str  # running, done, aborted, failed, interrupted
+    prompt: str
+    settings: dict
+    seed: int | None
+    checkpoint: str
+    variants: list = field(default_factory=list)
+    chosen: int | None = None
+    chosen_text: str | None = None
+    finished_at: float | None = None
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["created_at"] = iso(self.created_at)
+        out["finished_at"] = iso(self.finished_at) if self.finished_at else None
+        return out
+
+
+@dataclass(frozen=True)
+class BlindTest:
+    id: int
+    token: str
+    title: str
+    kind: str
+    checkpoint: str
+    items: list  # each with its truth
+    created_at: float
+
+
+@dataclass(frozen=True)
+class BlindAnswer:
+    reader: str
+    item: int
+    answer: str
+    correct: bool
+
+
+def new_generation_id() -> str:
+    return "gen-" + secrets.token_hex(8)
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Store:
+    """One connection, used under a lock (requests come from several threads)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._lock = threading.RLock()
+
+    @staticmethod
+    def open(path: Path | str) -> Store:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        store = Store(db)
+        with store._transaction() as tx:  # a server killed mid-generation left these
+            tx.execute("UPDATE generations SET status = 'interrupted' WHERE status = 'running'")
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---------------------------------------------------------------- documents
+
+    def create_document(self, title: str, state: DocumentState = DocumentState(), settings: dict | None = None) -> Document:
+        now = time.time()
+        with self._transaction() as tx:
+            cursor = tx.execute("INSERT INTO documents (title, settings, head, created_at, updated_at) VALUES (?, ?, 1, ?, ?)",
+                                (title, json.dumps(settings or {}, ensure_ascii=False), now, now))
+            doc_id = int(cursor.lastrowid)
+            tx.execute("INSERT INTO revisions (document_id, number, kind, state, created_at) VALUES (?, 1, 'create', ?, ?)",
+                       (doc_id, _dump(state), now))
+        return self.document(doc_id)
+
+    def documents(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.id, d.title, d.updated_at, r.state FROM documents d JOIN revisions r "
+                "ON r.document_id = d.id AND r.number = d.head ORDER BY d.updated_at DESC, d.id DESC").fetchall()
+        return [{"id": r["id"], "title": r["title"], "chars": len(json.loads(r["state"]).get("text", "")),
+                 "updated_at": iso(r["updated_at"])} for r in rows]
+
+    def document(self, doc_id: int) -> Document:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no document {doc_id}")
+            state = self._db.execute("SELECT state FROM revisions WHERE document_id = ? AND number = ?",
+                                     (doc_id, row["head"])).fetchone()["state"]
+            last = self._db.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
+        return Document(row["id"], row["title"], DocumentState.from_json(json.loads(state)), json.loads(row["settings"]),
+                        row["head"], last, row["created_at"], row["updated_at"])
+
+    def update_document(self, doc_id: int, *, title: str | None = None, settings: dict | None = None,
+                        state: DocumentState | None = None, kind: str = "edit") -> Document:
+        """Rename, store sampler settings, or record a new state (a history step unless it folds into the last edit)."""
+        now = time.time()
+        with self._transaction() as tx:
+            row = tx.execute("SELECT head FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no document {doc_id}")
+            head = row["head"]
+            if title is not None:
+                tx.execute("UPDATE documents SET title = ? WHERE id = ?", (title, doc_id))
+            if settings is not None:
+                tx.execute("UPDATE documents SET settings = ? WHERE id = ?", (json.dumps(settings, ensure_ascii=False), doc_id))
+            if state is not None:
+                current = tx.execute("SELECT kind, state, created_at FROM revisions WHERE document_id = ? AND number = ?",
+                                     (doc_id, head)).fetchone()
+                if DocumentState.from_json(json.loads(current["state"])) != state:
+                    newest = tx.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
+                    fold = kind == "edit" and current["kind"] == "edit" and head == newest and \
+                        now - current["created_at"] < FOLD_SECONDS
+                    if fold:
+                        tx.execute("UPDATE revisions SET state = ?, created_at = ? WHERE document_id = ? AND number = ?",
+                                   (_dump(state), now, doc_id, head))
+                    else:
+                        tx.execute("DELETE FROM revisions WHERE document_id = ? AND number > ?", (doc_id, head))
+                        tx.execute("INSERT INTO revisions (document_id, number, kind, state, created_at) VALUES (?, ?, ?, ?, ?)",
+                                   (doc_id, head + 1, kind, _dump(state), now))
+                        tx.execute("UPDATE documents SET head = ? WHERE id = ?", (head + 1, doc_id))
+            tx.execute("UPDATE documents SET updated_at = ? WHERE id = ?", (now, doc_id))
+        return self.document(doc_id)
+
+    def step(self, doc_id: int, direction: int) -> Document:
+        """Undo (-1) or redo (+1)."""
+        with self._transaction() as tx:
+            row = tx.execute("SELECT head FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no document {doc_id}")
+            newest = tx.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
+            target = row["head"] + direction
+            if not 1 <= target <= newest:
+                raise NothingToDo("nothing to undo" if direction < 0 else "nothing to redo")
+            # The revision undone to must not fold the next keystrokes into itself.
+            tx.execute("UPDATE revisions SET created_at = 0 WHERE document_id = ? AND number = ?", (doc_id, target))
+            tx.execute("UPDATE documents SET head = ?, updated_at = ? WHERE id = ?", (target, time.time(), doc_id))
+        return self.document(doc_id)
+
+    def delete_document(self, doc_id: int) -> None:
+        with self._transaction() as tx:
+            if tx.execute("DELETE FROM documents WHERE id = ?", (doc_id,)).rowcount == 0:
+                raise NotFound(f"no document {doc_id}")
+
+    # ---------------------------------------------------------------- the generation log
+
+    def log_start(self, source: str, prompt: str, settings: dict, seed: int | None, checkpoint: str,
+                  document_id: int | None = None, generation_id: str | None = None) -> LoggedGeneration:
+        entry = LoggedGeneration(generation_id or new_generation_id(), document_id, source, time.time(), "running", prompt, settings,
+                                 seed, checkpoint)
+        with self._transaction() as tx:
+            tx.execute("INSERT INTO generations (id, document_id, source, created_at, status, prompt, settings, seed, "
+                       "checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (entry.id, document_id, source, entry.created_at, entry.status, prompt,
+                        json.dumps(settings, ensure_ascii=False), seed, checkpoint))
+        return entry
+
+    def log_finish(self, generation_id: str, status: str, variants: list[dict], checkpoint: str | None = None) -> None:
+        with self._transaction() as tx:
+            tx.execute("UPDATE generations SET status = ?, variants = ?, finished_at = ?, "
+                       "checkpoint = COALESCE(?, checkpoint) WHERE id = ?",
+                       (status, json.dumps(variants, ensure_ascii=False), time.time(), checkpoint, generation_id))
+
+    def log_choice(self, generation_id: str, chosen: int | None, chosen_text: str | None) -> None:
+        with self._transaction() as tx:
+            tx.execute("UPDATE generations SET chosen = ?, chosen_text = ? WHERE id = ?",
+                       (chosen, chosen_text, generation_id))
+
+    def generation(self, generation_id: str) -> LoggedGeneration:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM generations WHERE id = ?", (generation_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no generation {generation_id}")
+        return _logged(row)
+
+    def generations(self, document_id: int | None = None, limit: int = 50, chosen_only: bool = False) -> list[LoggedGeneration]:
+        where, args = [], []
+        if document_id is not None:
+            where.append("document_id = ?")
+            args.append(document_id)
+        if chosen_only:
+            where.append("chosen IS NOT NULL")
+        sql = "SELECT * FROM generations" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_logged(r) for r in rows]
+
+    # ---------------------------------------------------------------- blind tests
+
+    def create_blind_test(self, title: str, kind: str, checkpoint: str, items: list[dict]) -> BlindTest:
+        now, token = time.time(), secrets.token_urlsafe(16)
+        with self._transaction() as tx:
+            cursor = tx.execute("INSERT INTO blind_tests (token, title, kind, checkpoint, items, created_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?)",
+                                (token, title, kind, checkpoint, json.dumps(items, ensure_ascii=False), now))
+        return BlindTest(int(cursor.lastrowid), token, title, kind, checkpoint, items, now)
+
+    def blind_tests(self) -> list[BlindTest]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM blind_tests ORDER BY created_at DESC, id DESC").fetchall()
+        return [_blind(r) for r in rows]
+
+    def blind_test(self, test_id: int | None = None, token: str | None = None) -> BlindTest:
+        with self._lock:
+            if token is not None:
+                row = self._db.execute("SELECT * FROM blind_tests WHERE token = ?", (token,)).fetchone()
+            else:
+                row = self._db.execute("SELECT * FROM blind_tests WHERE id = ?", (test_id,)).fetchone()
+        if row is None:
+            raise NotFound("no such blind test")
+        return _blind(row)
+
+    def delete_blind_test(self, test_id: int) -> None:
+        with self._transaction() as tx:
+            if tx.execute("DELETE FROM blind_tests WHERE id = ?", (test_id,)).rowcount == 0:
+                raise NotFound(f"no blind test {test_id}")
+
+    def add_answers(self, test_id: int, answers: list[BlindAnswer]) -> None:
+        now = time.time()
+        with self._transaction() as tx:
+            # A reader who takes the test again replaces their earlier answers.
+            readers = {a.reader for a in answers}
+            tx.executemany("DELETE FROM blind_answers WHERE test_id = ? AND reader = ?", [(test_id, r) for r in readers])
+            tx.executemany("INSERT INTO blind_answers (test_id, reader, item, answer, correct, created_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           [(test_id, a.reader, a.item, a.answer, int(a.correct), now) for a in answers])
+
+    def answers(self, test_id: int) -> list[BlindAnswer]:
+        with self._lock:
+            rows = self._db.execute("SELECT reader, item, answer, correct FROM blind_answers WHERE test_id = ? "
+                                    "ORDER BY id", (test_id,)).fetchall()
+        return [BlindAnswer(r["reader"], r["item"], r["answer"], bool(r["correct"])) for r in rows]
+
+
+def _dump(state: DocumentState) -> str:
+    return json.dumps(state.to_json(), ensure_ascii=False)
+
+
+def _logged(row: sqlite3.Row) -> LoggedGeneration:
+    return LoggedGeneration(row["id"], row["document_id"], row["source"], row["created_at"], row["status"], row["prompt"],
+                            json.loads(row["settings"]), row["seed"], row["checkpoint"], json.loads(row["variants"]),
+                            row["chosen"], row["chosen_text"], row["finished_at"])
+
+
+def _blind(row: sqlite3.Row) -> BlindTest:
+    return BlindTest(row["id"], row["token"], row["title"], row["kind"], row["checkpoint"], json.loads(row["items"]),
+                     row["created_at"])

@@ -1,0 +1,294 @@
+"""The studio's API on a running server over a tiny trained double: documents, history, context, variants, tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from serving import free_port, running_server
+
+from dvoinik.serve.launch import ServeError, check_binding, open_server
+
+
+@pytest.fixture(scope="module")
+def studio(served_ws, tmp_path_factory: pytest.TempPathFactory):
+    server = open_server(served_ws, database=tmp_path_factory.mktemp("studio") / "studio.sqlite3")
+    with running_server(server) as url, httpx.Client(base_url=url, timeout=120) as client:
+        yield client
+
+
+def events(response: httpx.Response) -> list[tuple[str, dict]]:
+    """Parse a server-sent event stream into (event, data) pairs."""
+    out = []
+    for block in response.text.split("\n\n"):
+        lines = block.strip().splitlines()
+        if not lines:
+            continue
+        name = next((line[7:] for line in lines if line.startswith("event: ")), "message")
+        data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
+        out.append((name, json.loads(data)))
+    return out
+
+
+def new_document(client: httpx.Client, text: str = "Бава шла к морю.", **fields) -> dict:
+    doc = client.post("/studio/api/documents", json={"title": "Проба", "text": text}).json()
+    if fields:
+        doc = client.patch(f"/studio/api/documents/{doc['id']}", json=fields).json()
+    return doc
+
+
+def test_info_describes_the_double(studio: httpx.Client) -> None:
+    info = studio.get("/studio/api/info").json()
+    assert info["checkpoint"] == "served/checkpoint-24" and info["context_tokens"] == 128
+    assert set(info["presets"]) == {"coherent", "nucleus", "greedy", "beam"}
+    assert info["defaults"]["guard"] == 10 and info["shareable"] is False and info["auth"] is False
+
+
+def test_documents_are_created_listed_renamed_edited_and_deleted(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    assert doc["title"] == "Проба" and doc["revision"] == 1
+    renamed = studio.patch(f"/studio/api/documents/{doc['id']}", json={"title": "Море"}).json()
+    assert renamed["title"] == "Море" and renamed["revision"] == 1
+    assert any(d["id"] == doc["id"] and d["title"] == "Море" for d in studio.get("/studio/api/documents").json())
+    assert studio.delete(f"/studio/api/documents/{doc['id']}").status_code == 204
+    assert studio.get(f"/studio/api/documents/{doc['id']}").status_code == 404
+
+
+def test_bad_fields_are_refused_with_what_is_wrong(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    cases = [({"note_depth": -1}, "note_depth"), ({"title": ""}, "title"), ({"settings": {"top_p": 2}}, "top_p"),
+             ({"world_info": [{"keys": "not a list"}]}, "keys"), ({"unknown": 1}, "unknown")]
+    for body, field in cases:
+        response = studio.patch(f"/studio/api/documents/{doc['id']}", json=body)
+        assert response.status_code == 422 and field in response.json()["detail"]["msg"], body
+    assert studio.get("/studio/api/documents/not-a-number").status_code == 422
+
+
+def test_undo_and_redo_through_the_api(studio: httpx.Client) -> None:
+    doc = new_document(studio, text="Первое.")
+    studio.patch(f"/studio/api/documents/{doc['id']}", json={"memory": "Память."})
+    undone = studio.post(f"/studio/api/documents/{doc['id']}/undo").json()
+    assert undone["memory"] == "" and undone["can_redo"] is True
+    assert studio.post(f"/studio/api/documents/{doc['id']}/redo").json()["memory"] == "Память."
+    assert studio.post(f"/studio/api/documents/{doc['id']}/redo").status_code == 409
+
+
+def test_the_context_meter_counts_every_part(studio: httpx.Client) -> None:
+    doc = new_document(studio, text="Бава шла к морю.\nВолны били о камни.", memory="Рассказ о Баве.",
+                       authors_note="Грустно.", world_info=[{"keys": ["мор"], "content": "Море холодное."},
+                                                             {"keys": ["лес"], "content": "Лес далеко."}])
+    meter = studio.get(f"/studio/api/documents/{doc['id']}/context", params={"max_new_tokens": 32}).json()
+    parts = {p["part"]: p for p in meter["parts"]}
+    assert meter["budget"] == 128 and meter["max_new_tokens"] == 32
+    assert parts["memory"]["tokens"] > 0 and parts["authors_note"]["tokens"] > 0 and parts["story"]["tokens"] > 0
+    assert parts["world_info"]["entries"] == [0]  # the stem "мор" matches "морю"; "лес" is not in the text
+    assert meter["prompt"].startswith("Рассказ о Баве.\nМоре холодное.\n") and "[Грустно.]" in meter["prompt"]
+    assert meter["used"] <= 128 - 32
+
+
+def test_variants_stream_are_logged_and_one_is_picked(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    response = studio.post(f"/studio/api/documents/{doc['id']}/generate",
+                           json={"n": 3, "max_new_tokens": 12, "seed": 5, "preset": "nucleus"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    stream = events(response)
+    assert stream[0][0] == "start" and stream[0][1]["seed"] == 5 and stream[-1][0] == "done"
+    done = stream[-1][1]
+    streamed = ["", "", ""]
+    for name, data in stream:
+        if name == "text":
+            streamed[data["variant"]] += data["text"]
+    assert [v["text"] for v in done["variants"]] == streamed  # what streamed is what was written
+    assert all(v["copy"] is not None and v["new_tokens"] <= 12 for v in done["variants"])
+
+    picked = studio.post(f"/studio/api/generations/{done['generation_id']}/choose", json={"variant": 2}).json()
+    assert picked["text"] == doc["text"] + done["variants"][2]["text"]
+    log = studio.get("/studio/api/generations", params={"document": doc["id"]}).json()
+    assert log[0]["id"] == done["generation_id"] and log[0]["chosen"] == 2 and log[0]["seed"] == 5
+    assert log[0]["status"] == "done" and log[0]["settings"]["preset"] == "nucleus"
+
+    lines = [json.loads(line) for line in studio.get("/studio/api/export/preferences.jsonl").text.splitlines()]
+    mine = [line for line in lines if line["generation_id"] == done["generation_id"]]
+    assert len(mine) == 2 and {m["chosen"] for m in mine} == {done["variants"][2]["text"]}
+    assert {m["rejected"] for m in mine} == {done["variants"][0]["text"], done["variants"][1]["text"]}
+
+    # The same seed writes the same variants; an edited pick is what gets appended.
+    again = events(studio.post(f"/studio/api/documents/{doc['id']}/generate",
+                               json={"n": 3, "max_new_tokens": 12, "seed": 5, "preset": "nucleus"}))[-1][1]
+    assert [v["text"] for v in again["variants"]] == [v["text"] for v in done["variants"]]
+    edited = studio.post(f"/studio/api/generations/{again['generation_id']}/choose",
+                         json={"variant": 0, "text": " Своими словами."}).json()
+    assert edited["text"].endswith(" Своими словами.")
+    assert studio.post(f"/studio/api/documents/{doc['id']}/undo").json()["text"] == picked["text"]
+
+
+def test_discarding_all_variants_changes_nothing(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    done = events(studio.post(f"/studio/api/documents/{doc['id']}/generate", json={"n": 2, "max_new_tokens": 4}))[-1][1]
+    after = studio.post(f"/studio/api/generations/{done['generation_id']}/choose", json={"variant": None}).json()
+    assert after["text"] == doc["text"] and after["revision"] == doc["revision"]
+    assert studio.post(f"/studio/api/generations/{done['generation_id']}/choose", json={"variant": 7}).status_code == 422
+
+
+def test_generation_limits(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    assert studio.post(f"/studio/api/documents/{doc['id']}/generate", json={"n": 9}).status_code == 422
+    too_long = studio.post(f"/studio/api/documents/{doc['id']}/generate", json={"max_new_tokens": 128})
+    assert too_long.status_code == 422 and "no room" in too_long.json()["detail"]["msg"]
+    assert studio.post(f"/studio/api/documents/{doc['id']}/generate", json={"preset": "wild"}).status_code == 422
+
+
+def test_a_generation_is_aborted_by_its_id(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    with studio.stream("POST", f"/studio/api/documents/{doc['id']}/generate",
+                       json={"n": 1, "max_new_tokens": 96, "guard": 2}) as response:
+        lines = response.iter_lines()
+        start = next(line for line in lines if line.startswith("data: "))
+        generation_id = json.loads(start[6:])["generation_id"]
+        assert studio.post(f"/studio/api/generations/{generation_id}/abort").json()["aborted"] is True
+        rest = "\n".join(lines)
+    assert "event: done" in rest
+    logged = studio.get("/studio/api/generations", params={"document": doc["id"]}).json()[0]
+    assert logged["status"] in ("aborted", "done")  # done if it finished before the abort arrived
+
+
+def test_export_as_text_and_markdown(studio: httpx.Client) -> None:
+    doc = new_document(studio, text="Глава первая.\n\nБыло утро.")
+    studio.patch(f"/studio/api/documents/{doc['id']}", json={"title": "Утро / вечер"})
+    txt = studio.get(f"/studio/api/documents/{doc['id']}/export", params={"format": "txt"})
+    assert txt.text == "Глава первая.\n\nБыло утро.\n" and "attachment" in txt.headers["content-disposition"]
+    assert "filename*=UTF-8''" in txt.headers["content-disposition"] and "/" not in txt.headers["content-disposition"]
+    md = studio.get(f"/studio/api/documents/{doc['id']}/export", params={"format": "md"})
+    assert md.text.startswith("# Утро / вечер\n\nГлава первая.")
+    assert studio.get(f"/studio/api/documents/{doc['id']}/export", params={"format": "exe"}).status_code == 422
+
+
+def test_a_blind_test_is_created_taken_and_scored(studio: httpx.Client) -> None:
+    test = studio.post("/studio/api/blind-tests", json={"passages": 6, "kind": "both", "seed": 1})
+    assert test.status_code == 201, test.text
+    test = test.json()
+    assert len(test["items"]) >= 2 and test["url"].startswith(str(studio.base_url).rstrip("/") + "/blind/")
+    token_path = test["url"][len(str(studio.base_url).rstrip("/")):]
+    page = studio.get(token_path)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    shown = studio.get(token_path + "/api").json()["items"]
+    assert all("truth" not in item for item in shown)
+    for item in shown:  # the double's text is as long as the writer's, in words
+        if item["kind"] == "pair":
+            assert len(item["a"].split()) == len(item["b"].split())
+
+    truth = {item["index"]: item["truth"] for item in test["items"]}
+    right = [{"index": i, "answer": t} for i, t in truth.items()]
+    scored = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": right}).json()
+    assert scored["score"]["accuracy"] == 1.0 and scored["score"]["ci_high"] == 1.0
+    wrong = [{"index": i, "answer": {"writer": "double", "double": "writer", "a": "b", "b": "a"}[t]}
+             for i, t in truth.items()]
+    studio.post(token_path + "/api/answers", json={"reader": "Олег", "answers": wrong})
+    results = studio.get(f"/studio/api/blind-tests/{test['id']}").json()["results"]
+    assert results["overall"]["accuracy"] == 0.5 and results["overall"]["chance"] == 0.5
+    assert [(r["reader"], r["accuracy"]) for r in results["readers"]] == [("Ира", 1.0), ("Олег", 0.0)]
+    assert results["overall"]["ci_low"] < 0.5 < results["overall"]["ci_high"]
+
+    bad = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": [{"index": 99, "answer": "a"}]})
+    assert bad.status_code == 422
+    assert studio.get("/blind/not-a-token/api").status_code == 404
+
+
+def test_an_api_key_guards_everything_but_the_page_and_a_tests_own_link(served_ws, tmp_path: Path) -> None:
+    server = open_server(served_ws, api_key="secret-key-1", database=tmp_path / "s.sqlite3")
+    with running_server(server) as url:
+        assert httpx.get(url + "/studio/api/documents").status_code == 401
+        assert httpx.get(url + "/studio/api/documents", headers={"Authorization": "Bearer wrong-key"}).status_code == 401
+        auth = {"Authorization": "Bearer secret-key-1"}
+        assert httpx.get(url + "/studio/api/documents", headers=auth).status_code == 200
+        assert httpx.get(url + "/studio/api/documents", headers={"X-Api-Key": "secret-key-1"}).status_code == 200
+        assert httpx.get(url + "/").status_code == 200 and httpx.get(url + "/static/studio.js").status_code == 200
+        test = server.store.create_blind_test("t", "single", "c", [{"index": 0, "kind": "single", "opening": "a",
+                                                                   "text": "b", "truth": "writer"}])
+        assert httpx.get(f"{url}/blind/{test.token}/api").status_code == 200  # the link is the permission
+
+
+def test_listening_beyond_loopback_needs_a_key() -> None:
+    with pytest.raises(ServeError, match="API key"):
+        check_binding("0.0.0.0", None)
+    with pytest.raises(ServeError, match="too short"):
+        check_binding("192.168.1.5", "abc")
+    check_binding("0.0.0.0", "a-long-enough-key")
+    check_binding("127.0.0.1", None)
+    check_binding("localhost", None)
+    check_binding("::1", None)
+
+
+def test_a_server_killed_mid_generation_loses_nothing(served_ws) -> None:
+    """`dvoinik serve` as a process, killed with SIGKILL while it writes, then started again."""
+    port = free_port()
+    command = [sys.executable, "-m", "dvoinik", "-w", str(served_ws.root), "serve", "--port", str(port)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    return process
+            except httpx.TransportError:
+                time.sleep(0.2)
+        process.kill()
+        raise AssertionError("dvoinik serve did not start: " + process.stderr.read().decode()[-2000:])
+
+    url = f"http://127.0.0.1:{port}"
+    process = start()
+    try:
+        doc = httpx.post(url + "/studio/api/documents", json={"title": "Не потерять", "text": "Первая строка."}).json()
+        httpx.patch(f"{url}/studio/api/documents/{doc['id']}", json={"text": "Первая строка.\nВторая строка.",
+                                                                     "memory": "Память."})
+        with httpx.stream("POST", f"{url}/studio/api/documents/{doc['id']}/generate",
+                          json={"n": 4, "max_new_tokens": 96, "guard": 2}, timeout=60) as response:
+            first = next(line for line in response.iter_lines() if line.startswith("data: "))
+            generation_id = json.loads(first[6:])["generation_id"]
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+    finally:
+        process.kill()
+    process = start()
+    try:
+        again = httpx.get(f"{url}/studio/api/documents/{doc['id']}").json()
+        assert again["text"] == "Первая строка.\nВторая строка." and again["memory"] == "Память."
+        logged = httpx.get(url + "/studio/api/generations", params={"document": doc["id"]}).json()
+        assert [(g["id"], g["status"]) for g in logged] == [(generation_id, "interrupted")]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_style_sliders_re_mix_the_loaded_adapters(tmp_path: Path) -> None:
+    from training_fixtures import make_workspace, save_tiny_gpt2
+
+    from dvoinik.corpus.build import load_documents
+    from dvoinik.training.loop import train
+
+    ws = make_workspace(tmp_path)
+    base = save_tiny_gpt2(tmp_path / "gpt2", [d.text for d in load_documents(ws.corpus_dir)])
+    for run, seed in (("early", 1), ("late", 2)):
+        train(ws, run=run, overrides={"base": str(base), "method": "lora", "max_steps": 2, "seed": seed})
+    server = open_server(ws, style={"early": 0.5, "late": 0.5}, database=tmp_path / "s.sqlite3")
+    with running_server(server) as url, httpx.Client(base_url=url, timeout=60) as client:
+        info = client.get("/studio/api/info").json()
+        assert info["styles"] == ["early", "late"] and info["style"] == {"early": 0.5, "late": 0.5}
+        doc = new_document(client)
+        body = {"n": 1, "max_new_tokens": 4, "style": {"early": 0.2, "late": 0.8}}
+        done = events(client.post(f"/studio/api/documents/{doc['id']}/generate", json=body))[-1]
+        assert done[0] == "done"
+        logged = client.get("/studio/api/generations", params={"document": doc["id"]}).json()[0]
+        assert logged["checkpoint"] == "early=0.2+late=0.8" and logged["settings"]["style"] == body["style"]
+        unknown = client.post(f"/studio/api/documents/{doc['id']}/generate",
+                              json={"n": 1, "max_new_tokens": 4, "style": {"other": 1.0}})
+        assert unknown.status_code == 422 and "not among the loaded runs" in unknown.json()["detail"]["msg"]
