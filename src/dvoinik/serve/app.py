@@ -28,7 +28,8 @@ from dvoinik.serve.store import Store
 from dvoinik.workspace import GenerateSettings, ServeSettings, Workspace
 
 STATIC = Path(__file__).parent / "static"
-OPEN_PATHS = ("/", "/favicon.ico", "/healthz")
+# /api/extra/version is open as in KoboldCpp: it tells a client the server wants a key before it has one.
+OPEN_PATHS = ("/", "/favicon.ico", "/healthz", "/api/extra/version")
 OPEN_PREFIXES = ("/static/", "/blind/")  # the page and its files; a blind test's own link carries its token
 
 

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from dvoinik.generation import Double
@@ -56,7 +56,8 @@ class Job:
     # -- from the worker thread
 
     def should_stop(self) -> bool:
-        return self._abort.is_set()
+        # A cancelled future: whoever waited for the result has gone (a closed stream), so stop writing for nobody.
+        return self._abort.is_set() or self.future.cancelled()
 
     def text(self, variant: int, piece: str) -> None:
         """Stream a piece of a variant's text to whoever iterates `events()`."""
@@ -183,11 +184,25 @@ class Engine:
                     raise Aborted(f"{job.id} was aborted before it started")
                 result = job.work(self.double, job)
             except BaseException as exc:  # handed to the waiting request, which decides what to answer
-                job.future.set_exception(exc)
+                _settle(job.future, exception=exc)
             else:
-                job.future.set_result(result)
+                _settle(job.future, result)
             finally:
                 self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - started)
                 with self._lock:
                     self._running = None
                     self._jobs.pop(job.id, None)
+
+
+def _settle(future: Future, result: Any = None, exception: BaseException | None = None) -> None:
+    """Hand a job's outcome to its future, unless its waiter cancelled it: the model's thread must outlive any request.
+
+    (Leaving `Job.events()` early cancels the asyncio wrapper of the future, and with it the future.)
+    """
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -242,7 +243,7 @@ async def generate_variants(request: Request, doc_id: int, body: Sampler) -> Str
                             **body.model_dump(include={"temperature", "top_k", "top_p", "typical_p", "min_p",
                                                        "repetition_penalty"}))
     guard = server.generate.guard if body.guard is None else body.guard
-    context = _context(server, doc.state, max_new)
+    context = await run_in_threadpool(_context, server, doc.state, max_new)  # tokenizing a novel takes a moment
     # The engine's job carries the log's id, so the page aborts by the id it was given.
     work = generation_work(context.prompt, decoding, n, guard)
     if body.style:
