@@ -159,6 +159,21 @@ def test_a_generation_is_aborted_by_its_id(studio: httpx.Client) -> None:
     assert logged["status"] in ("aborted", "done")  # done if it finished before the abort arrived
 
 
+def test_a_closed_stream_stops_the_generation_and_logs_what_was_written(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    with studio.stream("POST", f"/studio/api/documents/{doc['id']}/generate",
+                       json={"n": 2, "max_new_tokens": 96, "guard": 2}) as response:
+        start = next(line for line in response.iter_lines() if line.startswith("data: "))
+        generation_id = json.loads(start[6:])["generation_id"]
+    # The tab was closed: nobody reads the stream, so the model stops, and the log keeps the variants.
+    deadline = time.monotonic() + 30
+    while (logged := studio.get("/studio/api/generations", params={"document": doc["id"]}).json()[0])["status"] == "running":
+        assert time.monotonic() < deadline, "the generation was not stopped"
+        time.sleep(0.05)
+    assert logged["id"] == generation_id and logged["status"] in ("aborted", "done")
+    assert len(logged["variants"]) == 2
+
+
 def test_export_as_text_and_markdown(studio: httpx.Client) -> None:
     doc = new_document(studio, text="Глава первая.\n\nБыло утро.")
     studio.patch(f"/studio/api/documents/{doc['id']}", json={"title": "Утро / вечер"})

@@ -12,7 +12,7 @@ from dvoinik.runs import find_run, run_token_set
 from dvoinik.serve import blind
 from dvoinik.serve.app import STATIC, Server, server_of
 from dvoinik.serve.engine import Job
-from dvoinik.serve.store import BlindAnswer, BlindTest, NotFound
+from dvoinik.serve.store import BlindAnswer, BlindTest, NotFound, iso
 
 router = APIRouter()
 
@@ -44,7 +44,7 @@ def share_url(request: Request, test: BlindTest) -> str:
 
 def _summary(request: Request, server: Server, test: BlindTest, with_items: bool = False) -> dict:
     out: dict[str, Any] = {"id": test.id, "title": test.title, "kind": test.kind, "checkpoint": test.checkpoint,
-                           "created_at": test.created_at, "items": len(test.items), "url": share_url(request, test),
+                           "created_at": iso(test.created_at), "items": len(test.items), "url": share_url(request, test),
                            "results": blind.results(test.items, server.store.answers(test.id))}
     if with_items:
         out["items"] = test.items

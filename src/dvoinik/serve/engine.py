@@ -80,24 +80,38 @@ class Job:
         return await asyncio.wrap_future(self.future)
 
     async def events(self) -> AsyncIterator[tuple]:
-        """("text", variant, piece) while the job runs, then ("done", result); an error is raised."""
+        """("text", variant, piece) while the job runs, then ("done", result); an error is raised.
+
+        The end arrives through the same queue as the text, after the last piece: leaving
+        early touches nothing but this iterator, and the job's future (and whoever logs
+        from it) still gets its result.
+        """
         if self._events is None:
             raise RuntimeError("events() needs a job submitted from an event loop")
-        waiter = asyncio.ensure_future(asyncio.wrap_future(self.future))
+        while True:
+            event = await self._events.get()
+            if event[0] != _END:
+                yield event
+                continue
+            error = self.future.exception()
+            if error is not None:
+                raise error
+            yield ("done", self.future.result())
+            return
+
+    def _settle(self, result: Any = None, exception: BaseException | None = None) -> None:
+        """Hand the outcome to the future (unless a waiter cancelled it), then end the event stream."""
         try:
-            while True:
-                getter = asyncio.ensure_future(self._events.get())
-                done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield getter.result()
-                    continue
-                getter.cancel()
-                while not self._events.empty():  # text sent just before the end
-                    yield self._events.get_nowait()
-                yield ("done", waiter.result())
-                return
-        finally:
-            waiter.cancel()
+            if exception is not None:
+                self.future.set_exception(exception)
+            else:
+                self.future.set_result(result)
+        except InvalidStateError:  # cancelled by its waiter: the model's thread must outlive any request
+            pass
+        self._emit((_END,))
+
+
+_END = "_end"
 
 
 class Engine:
@@ -184,25 +198,12 @@ class Engine:
                     raise Aborted(f"{job.id} was aborted before it started")
                 result = job.work(self.double, job)
             except BaseException as exc:  # handed to the waiting request, which decides what to answer
-                _settle(job.future, exception=exc)
+                job._settle(exception=exc)
             else:
-                _settle(job.future, result)
+                job._settle(result)
             finally:
                 self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - started)
                 with self._lock:
                     self._running = None
                     self._jobs.pop(job.id, None)
 
-
-def _settle(future: Future, result: Any = None, exception: BaseException | None = None) -> None:
-    """Hand a job's outcome to its future, unless its waiter cancelled it: the model's thread must outlive any request.
-
-    (Leaving `Job.events()` early cancels the asyncio wrapper of the future, and with it the future.)
-    """
-    try:
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass

@@ -30,8 +30,7 @@ from dvoinik import __version__
 from dvoinik.generation import PRESET_VALUES, Decoding, Double, Generation, Variant, decoding_for, random_seed
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.engine import Aborted, Job
-from dvoinik.serve.store import new_generation_id
-from dvoinik.serve.streaming import generation_work, job_stream, sse
+from dvoinik.serve.streaming import job_stream, sse, submit_logged
 
 router = APIRouter(prefix="/api", tags=["koboldai"])
 
@@ -139,24 +138,6 @@ def check_text(server: Server, chars: int, name: str) -> None:
 
 def copy_json(variant: Variant) -> dict | None:
     return asdict(variant.copy) if variant.copy else None
-
-
-def submit_logged(server: Server, source: str, prompt: str, decoding: Decoding, n: int, stream: bool = True) -> Job:
-    """Queue the generation (Busy: 503) and open its entry in the studio's generation log, under the job's id."""
-    guard = server.generate.guard
-    job = server.engine.submit(generation_work(prompt, decoding, n, guard, stream), new_generation_id())
-    settings = {**asdict(decoding), "stop": list(decoding.stop), "n": n, "guard": guard}
-    server.store.log_start(source, prompt, settings, decoding.seed, server.engine.double.checkpoint, None, job.id)
-    return job
-
-
-def finish_logged(server: Server, job: Job, result: Generation | None, failed: bool = False) -> None:
-    """Close the job's log entry: done, aborted (by a client, or a closed stream), or failed."""
-    if result is not None:
-        aborted = any(v.finish_reason == "abort" for v in result.variants)
-        server.store.log_finish(job.id, "aborted" if aborted else "done", result.to_json()["variants"])
-    else:
-        server.store.log_finish(job.id, "failed" if failed else "aborted", [])
 
 
 # ---------------------------------------------------------------- prompt
@@ -270,7 +251,7 @@ async def _start(request: Request, body: GenerateInput) -> tuple[Server, Decodin
     # A long story takes a while to tokenize: not on the event loop.
     prompt = await run_in_threadpool(kobold_prompt, server.engine.double, body.memory, body.prompt,
                                      body.max_context_length, body.max_length)
-    job = submit_logged(server, "kobold", prompt, decoding, body.n)
+    job = submit_logged(server, "kobold", prompt, decoding, body.n, server.generate.guard)
     key = genkey_of(job, body)
     in_flight(request)[key] = Running(job)
     return server, decoding, job, key
@@ -297,14 +278,9 @@ async def generate(request: Request, body: GenerateInput) -> dict:
             if event[0] == "text" and event[1] == 0:
                 running.pieces.append(event[2])
             elif event[0] == "done":
-                finish_logged(server, job, event[1])
                 return _result(server, event[1], body)
     except Aborted:  # aborted while it waited: nothing was written
-        finish_logged(server, job, None)
         return {"results": [{"text": "", "finish_reason": "abort"} for _ in range(body.n)]}
-    except Exception:
-        finish_logged(server, job, None, failed=True)
-        raise
     finally:
         if table.get(key) is running:
             del table[key]
@@ -319,23 +295,18 @@ async def generate_stream(request: Request, body: GenerateInput) -> StreamingRes
     server, decoding, job, key = await _start(request, body)
     table = in_flight(request)
     running = table[key]
-    logged = False
 
     def encode(event: tuple) -> list[str]:
-        nonlocal logged
         if event[0] == "text":
             running.pieces.append(event[2])
             return [sse({"token": event[2], "finish_reason": None}, "message")]
-        logged = True
         if event[0] == "done":
-            finish_logged(server, job, event[1])
             variant = event[1].variants[0]
             final = kobold_text(server.engine.double, variant, decoding.stop, body.trim_stop)
             sent = running.text
             # Beam search streams nothing and trim_stop=false adds the stop string: send what is missing.
             rest = final[len(sent):] if final.startswith(sent) else ""
             return [sse({"token": rest, "finish_reason": variant.finish_reason}, "message")]
-        finish_logged(server, job, None, failed=not job.aborted)
         if job.aborted:  # aborted while it waited: it ends as an aborted generation that wrote nothing
             return [sse({"token": "", "finish_reason": "abort"}, "message")]
         return [sse({"detail": {"msg": event[1], "type": "generation_error"}}, "error")]
@@ -347,9 +318,6 @@ async def generate_stream(request: Request, body: GenerateInput) -> StreamingRes
         finally:
             if table.get(key) is running:
                 del table[key]
-            if not logged:  # the client went away (job_stream aborts the job too, once it has begun)
-                job.abort()
-                finish_logged(server, job, None)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

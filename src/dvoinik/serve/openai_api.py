@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dvoinik.generation import Decoding, Generation
 from dvoinik.serve.app import Server, server_of
-from dvoinik.serve.engine import Aborted, Job
+from dvoinik.serve.engine import Job
 from dvoinik.serve.kobold import (
     MAX_STOP_STRINGS,
     check_new_tokens,
@@ -34,11 +34,9 @@ from dvoinik.serve.kobold import (
     check_variants,
     client_decoding,
     copy_json,
-    finish_logged,
     invalid,
-    submit_logged,
 )
-from dvoinik.serve.streaming import job_stream, sse
+from dvoinik.serve.streaming import job_stream, sse, submit_logged
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -165,17 +163,11 @@ def _decoding(server: Server, body: Sampling, max_new_tokens: int, text_chars: i
 
 
 def _submit(server: Server, prompt: str, decoding: Decoding, body: Sampling) -> Job:
-    return submit_logged(server, "openai", prompt, decoding, body.n, stream=body.stream)
+    return submit_logged(server, "openai", prompt, decoding, body.n, server.generate.guard, stream=body.stream)
 
 
 async def _result(server: Server, job: Job) -> Generation:
-    try:
-        result: Generation = await job.result()
-    except Exception as exc:
-        finish_logged(server, job, None, failed=not isinstance(exc, Aborted))
-        raise
-    finish_logged(server, job, result)
-    return result
+    return await job.result()
 
 
 def _stream(server: Server, job: Job, n: int, chunk: Any, piece: Any, include_usage: bool,
@@ -186,17 +178,13 @@ def _stream(server: Server, job: Job, n: int, chunk: Any, piece: Any, include_us
     is one choice of a chunk.
     """
     sent = [""] * n
-    logged = False
 
     def encode(event: tuple) -> list[str]:
-        nonlocal logged
         if event[0] == "text":
             sent[event[1]] += event[2]
             return [sse(chunk([piece(event[1], event[2], None)]))]
-        logged = True
         if event[0] == "done":
             result: Generation = event[1]
-            finish_logged(server, job, result)
             out = []
             for i, variant in enumerate(result.variants):
                 # Beam search streams nothing: what was not sent goes with the closing chunk.
@@ -205,7 +193,6 @@ def _stream(server: Server, job: Job, n: int, chunk: Any, piece: Any, include_us
             if include_usage:
                 out.append(sse(chunk([], usage(result))))
             return out + [sse("[DONE]")]
-        finish_logged(server, job, None, failed=not job.aborted)
         return [sse({"error": {"message": event[1], "type": "server_error", "param": None, "code": None}})]
 
     async def events() -> Any:
@@ -214,10 +201,8 @@ def _stream(server: Server, job: Job, n: int, chunk: Any, piece: Any, include_us
                 yield text
             async for text in job_stream(job, encode):
                 yield text
-        finally:
-            if not logged:  # the client went away (job_stream aborts the job too, once it has begun)
-                job.abort()
-                finish_logged(server, job, None)
+        finally:  # the client went away before the job's stream began: stop it all the same
+            job.abort()
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

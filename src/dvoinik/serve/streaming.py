@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from dvoinik.generation import Decoding, Double, Generation, GenerationError, generate
 from dvoinik.serve.engine import Aborted, Job, Work
+from dvoinik.serve.store import Store, new_generation_id
+
+if TYPE_CHECKING:
+    from dvoinik.serve.app import Server
 
 
 def generation_work(prompt: str, decoding: Decoding, n: int = 1, guard: int = 0, stream: bool = True) -> Work:
@@ -17,6 +22,37 @@ def generation_work(prompt: str, decoding: Decoding, n: int = 1, guard: int = 0,
                         should_stop=job.should_stop)
 
     return work
+
+
+def submit_logged(server: Server, source: str, prompt: str, decoding: Decoding, n: int, guard: int,
+                  stream: bool = True, document_id: int | None = None, work: Work | None = None,
+                  settings: dict | None = None) -> Job:
+    """Queue a generation (Busy: 503) and log it under the job's id: "running" now, its outcome when it ends.
+
+    The outcome is written from the job's future, not by the request, so a client that
+    goes away mid-stream still leaves its variants (cut where the abort landed) in the log.
+    """
+    job = server.engine.submit(work or generation_work(prompt, decoding, n, guard, stream), new_generation_id())
+    logged = settings if settings is not None else {**asdict(decoding), "stop": list(decoding.stop), "n": n,
+                                                     "guard": guard}
+    server.store.log_start(source, prompt, logged, decoding.seed, server.engine.double.checkpoint, document_id, job.id)
+    job.future.add_done_callback(lambda future: log_outcome(server.store, job.id, future))
+    return job
+
+
+def log_outcome(store: Store, generation_id: str, future: Any) -> None:
+    """done, aborted (by a client, a closed stream, or before it began) or failed, with the variants written."""
+    if future.cancelled():
+        store.log_finish(generation_id, "aborted", [])
+        return
+    error = future.exception()
+    if error is not None:
+        store.log_finish(generation_id, "aborted" if isinstance(error, Aborted) else "failed", [])
+        return
+    result: Generation = future.result()
+    aborted = any(v.finish_reason == "abort" for v in result.variants)
+    # A style mix is named when the job makes it, so the checkpoint comes from the result.
+    store.log_finish(generation_id, "aborted" if aborted else "done", result.to_json()["variants"], result.checkpoint)
 
 
 def sse(data: Any, event: str | None = None) -> str:

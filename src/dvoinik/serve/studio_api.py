@@ -20,8 +20,8 @@ from dvoinik.generation import PRESET_VALUES, Double, Generation, decoding_for, 
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.context import Context, build_context
 from dvoinik.serve.engine import Job, Work
-from dvoinik.serve.store import Document, DocumentState, NotFound, NothingToDo, WorldInfo, new_generation_id
-from dvoinik.serve.streaming import generation_work, job_stream, sse
+from dvoinik.serve.store import Document, DocumentState, NotFound, NothingToDo, WorldInfo
+from dvoinik.serve.streaming import generation_work, job_stream, sse, submit_logged
 from dvoinik.workspace import PRESETS
 
 router = APIRouter(prefix="/studio/api", tags=["studio"])
@@ -244,31 +244,24 @@ async def generate_variants(request: Request, doc_id: int, body: Sampler) -> Str
                                                        "repetition_penalty"}))
     guard = server.generate.guard if body.guard is None else body.guard
     context = await run_in_threadpool(_context, server, doc.state, max_new)  # tokenizing a novel takes a moment
-    # The engine's job carries the log's id, so the page aborts by the id it was given.
     work = generation_work(context.prompt, decoding, n, guard)
     if body.style:
         work = with_style_mix(body.style, work)
-    job = server.engine.submit(work, new_generation_id())  # Busy: 503
     settings = {**body.model_dump(exclude_none=True), "preset": decoding.preset, "n": n, "max_new_tokens": max_new,
                 "guard": guard}
-    entry = server.store.log_start("studio", context.prompt, settings, seed, server.engine.double.checkpoint, doc_id,
-                                   job.id)
+    # The job's id is the log's, so the page aborts and picks by the one id it was given.
+    job = submit_logged(server, "studio", context.prompt, decoding, n, guard, document_id=doc_id, work=work,
+                        settings=settings)
 
     def encode(event: tuple) -> list[str]:
         if event[0] == "text":
             return [sse({"variant": event[1], "text": event[2]}, "text")]
         if event[0] == "done":
-            result: Generation = event[1]
-            variants = variant_json(result)
-            aborted = any(v.finish_reason == "abort" for v in result.variants)
-            # A style mix is named when the job makes it, so the log takes the name from the result.
-            server.store.log_finish(entry.id, "aborted" if aborted else "done", variants, result.checkpoint)
-            return [sse({"generation_id": entry.id, "variants": variants}, "done")]
-        server.store.log_finish(entry.id, "failed", [])
+            return [sse({"generation_id": job.id, "variants": variant_json(event[1])}, "done")]
         return [sse({"msg": event[1]}, "error")]
 
     async def stream() -> Any:
-        yield sse({"generation_id": entry.id, "seed": seed, "checkpoint": server.engine.double.checkpoint,
+        yield sse({"generation_id": job.id, "seed": seed, "checkpoint": server.engine.double.checkpoint,
                    "context": context.to_json()}, "start")
         async for chunk in job_stream(job, encode):
             yield chunk

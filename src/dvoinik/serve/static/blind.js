@@ -1,0 +1,204 @@
+// The reader's page of a blind test: /blind/{token}. One item at a time, no answers shown until
+// the end; the token in the address is the only permission it needs (docs/studio-api.md).
+
+import { applyI18n, formatP, formatPercent, getLang, onLangChange, setLang, t } from './i18n.js';
+
+const $ = (selector) => document.querySelector(selector);
+const token = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/').pop() ?? '');
+const base = `/blind/${encodeURIComponent(token)}/api`;
+// Progress survives a reload (a reader who closes the tab by mistake keeps their answers).
+const storageKey = `dvoinik.blind.${token}`;
+
+const state = {
+  test: null, // {title, items: [{index, kind, opening, text} | {index, kind, opening, a, b}]}
+  reader: '',
+  answers: {}, // item index -> "writer" | "double" | "a" | "b"
+  position: 0,
+  result: null,
+  sending: false,
+};
+
+function remember() {
+  const { reader, answers, position, result } = state;
+  localStorage.setItem(storageKey, JSON.stringify({ reader, answers, position, result }));
+}
+
+function recall() {
+  try {
+    Object.assign(state, JSON.parse(localStorage.getItem(storageKey) ?? '{}'));
+  } catch { /* a broken entry: start afresh */ }
+}
+
+function show(section) {
+  for (const id of ['intro', 'item', 'review', 'result']) $(`#${id}`).hidden = id !== section;
+}
+
+function fail(message) {
+  $('#reader-loading').hidden = true;
+  $('#reader-error').textContent = message;
+  $('#reader-error').hidden = false;
+}
+
+/** Prose as paragraphs, so long passages read like a page and not like one block. */
+function paragraphs(node, text) {
+  node.replaceChildren(...String(text ?? '').split(/\n+/).filter((line) => line.trim()).map((line) => {
+    const p = document.createElement('p');
+    p.textContent = line;
+    return p;
+  }));
+}
+
+function render() {
+  if (!state.test) return;
+  $('#test-title').textContent = state.test.title || t('reader.name');
+  $('#intro-count').textContent = t('reader.count', { count: state.test.items.length, n: state.test.items.length });
+  if (state.result) renderResult();
+  else if (!state.reader) show('intro');
+  else if (state.position >= state.test.items.length) show('review');
+  else renderItem();
+}
+
+function renderItem() {
+  const items = state.test.items;
+  const item = items[state.position];
+  show('item');
+  $('#progress').textContent = t('reader.progress', { n: state.position + 1, total: items.length });
+  paragraphs($('#opening'), item.opening);
+  const single = item.kind === 'single';
+  $('#single').hidden = !single;
+  $('#pair').hidden = single;
+  if (single) paragraphs($('#continuation'), item.text);
+  else {
+    paragraphs($('#text-a'), item.a);
+    paragraphs($('#text-b'), item.b);
+  }
+  $('#question').textContent = t(single ? 'reader.q.single' : 'reader.q.pair');
+  const choices = single ? [['writer', t('reader.writer')], ['double', t('reader.double')]]
+    : [['a', t('reader.aIsWriter')], ['b', t('reader.bIsWriter')]];
+  $('#answers').replaceChildren(...choices.map(([value, label]) => {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'answer';
+    button.dataset.testid = `answer-${value}`;
+    button.setAttribute('aria-pressed', String(state.answers[item.index] === value));
+    button.textContent = label;
+    button.addEventListener('click', () => answer(item.index, value));
+    return button;
+  }));
+  $('#back').hidden = state.position === 0;
+  window.scrollTo({ top: 0 });
+}
+
+function answer(index, value) {
+  state.answers[index] = value;
+  state.position += 1;
+  remember();
+  render();
+}
+
+function back() {
+  state.position = Math.max(0, state.position - 1);
+  remember();
+  render();
+}
+
+async function submit() {
+  if (state.sending) return;
+  state.sending = true;
+  $('#submit').disabled = true;
+  $('#reader-error').hidden = true;
+  const answers = state.test.items.map((item) => ({ index: item.index, answer: state.answers[item.index] }))
+    .filter((item) => item.answer);
+  try {
+    const response = await fetch(`${base}/answers`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ reader: state.reader, answers }),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body?.detail?.msg ?? `${response.status} ${response.statusText}`);
+    }
+    state.result = await response.json();
+    remember();
+    render();
+  } catch (error) {
+    fail(t('reader.sendFailed', { message: error.message }));
+  } finally {
+    state.sending = false;
+    $('#submit').disabled = false;
+  }
+}
+
+function renderResult() {
+  show('result');
+  const { score, items } = state.result;
+  $('#score').textContent = t('reader.score', {
+    correct: score.correct, answers: score.answers, accuracy: formatPercent(score.accuracy),
+  });
+  $('#score-detail').textContent = t('reader.scoreDetail', {
+    low: formatPercent(score.ci_low), high: formatPercent(score.ci_high), chance: formatPercent(score.chance),
+    p: formatP(score.p_value),
+  });
+  const byIndex = new Map(state.test.items.map((item) => [item.index, item]));
+  $('#result-items').replaceChildren(...items.map((outcome) => {
+    const item = byIndex.get(outcome.index);
+    const li = document.createElement('li');
+    li.className = outcome.correct ? 'right' : 'wrong';
+    li.dataset.testid = 'reader-result-item';
+    li.dataset.correct = String(outcome.correct);
+    const truth = item?.kind === 'single' ? t(`reader.truth.${outcome.truth}`) : t('reader.truth.pair', { side: String(outcome.truth).toUpperCase() });
+    const excerpt = item ? (item.opening.length > 80 ? `${item.opening.slice(0, 80)}…` : item.opening) : '';
+    li.textContent = `${outcome.correct ? '✓' : '✗'} ${excerpt} — ${truth}`;
+    return li;
+  }));
+}
+
+function again() {
+  localStorage.removeItem(storageKey);
+  Object.assign(state, { reader: '', answers: {}, position: 0, result: null });
+  $('#reader-name').value = '';
+  render();
+}
+
+function renderLanguage() {
+  applyI18n(document);
+  for (const button of document.querySelectorAll('[data-lang]')) {
+    button.setAttribute('aria-pressed', String(button.dataset.lang === getLang()));
+  }
+  render();
+}
+
+async function start() {
+  for (const button of document.querySelectorAll('[data-lang]')) {
+    button.addEventListener('click', () => setLang(button.dataset.lang));
+  }
+  onLangChange(renderLanguage);
+  $('#reader-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    state.reader = $('#reader-name').value.trim();
+    if (!state.reader) return;
+    state.position = 0;
+    remember();
+    render();
+  });
+  $('#back').addEventListener('click', back);
+  $('#review-back').addEventListener('click', back);
+  $('#submit').addEventListener('click', submit);
+  $('#again').addEventListener('click', again);
+  renderLanguage();
+  try {
+    const response = await fetch(base);
+    if (!response.ok) throw new Error(response.status === 404 ? t('reader.notFound') : `${response.status} ${response.statusText}`);
+    state.test = await response.json();
+  } catch (error) {
+    fail(error.message === t('reader.notFound') ? error.message : t('reader.loadFailed', { message: error.message }));
+    return;
+  }
+  recall();
+  $('#reader-loading').hidden = true;
+  render();
+  document.body.dataset.ready = 'true';
+}
+
+start();

@@ -1,0 +1,1229 @@
+// The studio page: documents, continuing with variants, context, sampler settings, the log
+// and blind tests. Plain DOM, no framework; the HTTP contract is docs/studio-api.md.
+
+import { ApiError, api, download, readEvents, setKeyPrompt } from './api.js';
+import { applyI18n, formatNumber, formatP, formatPercent, formatTime, getLang, onLangChange, setLang, t } from './i18n.js';
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
+
+/** Create an element: el('button', {class: 'x', dataset: {testid: 'y'}, onclick}, 'text', child…). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === 'dataset') Object.assign(node.dataset, value);
+    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else if (name === 'class') node.className = value;
+    // `value` is a property (a textarea has no such attribute); so are booleans like `checked`.
+    else if (name in node && (typeof value !== 'string' || name === 'value')) node[name] = value;
+    else node.setAttribute(name, value === true ? '' : value);
+  }
+  node.append(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+  return node;
+}
+
+const SAVE_DELAY_MS = 600; // after the last keystroke
+const DRAFT_DELAY_MS = 200; // localStorage copy of unsaved edits
+const RETRY_SAVE_MS = [2000, 5000, 10000, 30000];
+const COPY_ALARM_TOKENS = 50; // as `dvoinik check`: a span this long is worth a look whatever the guard
+const DOC_FIELDS = ['title', 'text', 'memory', 'authors_note', 'note_depth', 'world_info', 'settings'];
+const SAMPLERS = ['temperature', 'top_p', 'top_k', 'min_p', 'typical_p', 'repetition_penalty'];
+
+const state = {
+  info: null,
+  documents: [], // [{id, title, chars, updated_at}]
+  doc: null, // the open document as the server last returned it
+  unsaved: new Set(), // fields edited since the server last acknowledged them
+  saving: null, // the PATCH in flight
+  saveTimer: 0,
+  draftTimer: 0,
+  retryTimer: 0,
+  retries: 0,
+  saveState: 'idle',
+  saveMessage: '',
+  meter: null,
+  meterTimer: 0,
+  generation: null, // see startGeneration()
+  lastSeed: null,
+  log: null,
+  blindTests: null,
+  blindBusy: false,
+};
+
+// ---------------------------------------------------------------------------- notices
+
+let noticeTimer = 0;
+
+function notify(message, { sticky = false } = {}) {
+  $('#notice-text').textContent = message;
+  $('#notice').hidden = false;
+  clearTimeout(noticeTimer);
+  if (!sticky) noticeTimer = setTimeout(() => { $('#notice').hidden = true; }, 8000);
+}
+
+function describeError(error) {
+  if (error instanceof ApiError) {
+    if (error.offline) return t('err.offline');
+    if (error.status === 503) return t('gen.busy', { seconds: error.retryAfter ?? 5 });
+    if (error.status === 401) return t('err.key');
+    return t('err.server', { message: error.message });
+  }
+  return t('err.server', { message: String(error?.message ?? error) });
+}
+
+// ---------------------------------------------------------------------------- documents
+
+async function loadDocuments() {
+  state.documents = await api('/studio/api/documents');
+  renderDocumentList();
+}
+
+function renderDocumentList() {
+  const list = $('#doc-list');
+  list.replaceChildren(...state.documents.map((summary) => {
+    const current = summary.id === state.doc?.id;
+    return el('li', {},
+      el('button', {
+        type: 'button',
+        class: 'doc-item',
+        'aria-current': current ? 'page' : undefined,
+        dataset: { testid: 'doc-item', id: String(summary.id) },
+        onclick: () => openDocument(summary.id),
+      },
+      el('span', { class: 'doc-item-title' }, summary.title || t('doc.untitled')),
+      el('span', { class: 'doc-item-meta' },
+        `${t('docs.chars', { count: summary.chars, n: formatNumber(summary.chars) })} · ${formatTime(summary.updated_at)}`)));
+  }));
+  $('#doc-list-empty').hidden = state.documents.length > 0;
+}
+
+function updateSummary(doc) {
+  const summary = state.documents.find((item) => item.id === doc.id);
+  const fresh = { id: doc.id, title: doc.title, chars: doc.text.length, updated_at: doc.updated_at };
+  if (summary) Object.assign(summary, fresh);
+  else state.documents.unshift(fresh);
+  state.documents.sort((a, b) => (b.updated_at > a.updated_at ? 1 : b.updated_at < a.updated_at ? -1 : 0));
+  renderDocumentList();
+}
+
+async function createDocument() {
+  if (!(await flush())) return;
+  try {
+    const doc = await api('/studio/api/documents', { method: 'POST', body: { title: t('doc.untitled') } });
+    updateSummary(doc);
+    await openDocument(doc.id, doc);
+    $('#doc-title').select();
+    $('#doc-title').focus();
+  } catch (error) {
+    notify(describeError(error));
+  }
+}
+
+async function deleteDocument() {
+  const doc = state.doc;
+  if (!doc || !confirm(t('doc.delete.confirm', { title: doc.title || t('doc.untitled') }))) return;
+  try {
+    await api(`/studio/api/documents/${doc.id}`, { method: 'DELETE' });
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  clearDraft(doc.id);
+  state.unsaved.clear();
+  state.documents = state.documents.filter((item) => item.id !== doc.id);
+  closeDocument();
+  if (state.documents.length) await openDocument(state.documents[0].id);
+  else renderDocumentList();
+}
+
+function closeDocument() {
+  abortGeneration({ silent: true });
+  state.generation = null;
+  state.doc = null;
+  state.meter = null;
+  state.log = null;
+  renderVariants();
+  $('#document-view').hidden = true;
+  $('#no-document').hidden = false;
+  localStorage.removeItem('dvoinik.document');
+  setSaveState('idle');
+}
+
+async function openDocument(id, loaded = null) {
+  if (state.doc && state.doc.id !== id && !(await flush())) {
+    // The server is down: the edits stay in this document's draft and come back when it is opened again.
+    clearTimeout(state.retryTimer);
+  }
+  let doc = loaded;
+  try {
+    doc ??= await api(`/studio/api/documents/${id}`);
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  if (state.doc?.id !== id) {
+    abortGeneration({ silent: true });
+    state.generation = null;
+    state.log = null;
+    state.meter = null;
+    renderVariants();
+  }
+  state.doc = doc;
+  state.unsaved = new Set();
+  state.retries = 0;
+  fillFields(doc);
+  $('#document-view').hidden = false;
+  $('#no-document').hidden = true;
+  localStorage.setItem('dvoinik.document', String(id));
+  renderDocumentList();
+  updateHistoryButtons();
+  renderGenerationControls();
+  setSaveState('saved');
+  restoreDraft(doc);
+  refreshMeter();
+  if (activeTab() === 'log') refreshLog();
+}
+
+// ---------------------------------------------------------------------------- fields and autosave
+
+/** Put a document's values into the page (the page is the truth while the writer edits). */
+function fillFields(doc) {
+  $('#doc-title').value = doc.title ?? '';
+  $('#editor').value = doc.text ?? '';
+  $('#memory').value = doc.memory ?? '';
+  $('#authors-note').value = doc.authors_note ?? '';
+  $('#note-depth').value = doc.note_depth ?? 3;
+  renderWorldInfo(doc.world_info ?? []);
+  fillSettings(doc.settings ?? {});
+  updateEditorStats();
+}
+
+function fieldValue(field) {
+  switch (field) {
+    case 'title': return $('#doc-title').value.trim();
+    case 'text': return $('#editor').value;
+    case 'memory': return $('#memory').value;
+    case 'authors_note': return $('#authors-note').value;
+    case 'note_depth': {
+      const depth = Number.parseInt($('#note-depth').value, 10);
+      return Number.isFinite(depth) && depth >= 0 ? depth : 3;
+    }
+    case 'world_info': return readWorldInfo().entries;
+    case 'settings': return readSettings();
+    default: throw new Error(`unknown field ${field}`);
+  }
+}
+
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+function edited(field) {
+  if (!state.doc) return;
+  state.unsaved.add(field);
+  setSaveState('saving');
+  clearTimeout(state.draftTimer);
+  state.draftTimer = setTimeout(writeDraft, DRAFT_DELAY_MS);
+  clearTimeout(state.saveTimer);
+  state.saveTimer = setTimeout(save, SAVE_DELAY_MS);
+}
+
+/**
+ * Send every unsaved field in one PATCH. Resolves true when the server has them all (or there was
+ * nothing to send), false when it could not be reached or refused; the draft keeps them meanwhile.
+ */
+async function save({ keepalive = false } = {}) {
+  while (state.saving) await state.saving;
+  clearTimeout(state.saveTimer);
+  if (!state.doc || state.unsaved.size === 0) return true;
+  const id = state.doc.id;
+  const body = {};
+  for (const field of state.unsaved) body[field] = fieldValue(field);
+  if (body.title === '') { // a title being retyped: keep the old one until there is a new one
+    delete body.title;
+    state.unsaved.delete('title');
+    if (Object.keys(body).length === 0) { setSaveState('saved'); return true; }
+  }
+  setSaveState('saving');
+  state.saving = (async () => {
+    try {
+      const doc = await api(`/studio/api/documents/${id}`, { method: 'PATCH', body, keepalive });
+      if (state.doc?.id !== id) return true;
+      // Only what has not changed again since it was sent counts as saved.
+      for (const [field, value] of Object.entries(body)) {
+        if (same(fieldValue(field), value)) state.unsaved.delete(field);
+      }
+      state.doc = { ...doc, ...Object.fromEntries([...state.unsaved].map((field) => [field, fieldValue(field)])) };
+      state.retries = 0;
+      writeDraft();
+      updateSummary(doc);
+      updateHistoryButtons();
+      if (state.unsaved.size) state.saveTimer = setTimeout(save, SAVE_DELAY_MS);
+      else setSaveState('saved');
+      scheduleMeter();
+      return true;
+    } catch (error) {
+      writeDraft();
+      if (error instanceof ApiError && (error.offline || error.status >= 500)) {
+        setSaveState('offline');
+        const delay = RETRY_SAVE_MS[Math.min(state.retries, RETRY_SAVE_MS.length - 1)];
+        state.retries += 1;
+        clearTimeout(state.retryTimer);
+        state.retryTimer = setTimeout(save, delay);
+      } else {
+        setSaveState('error', error.message);
+      }
+      return false;
+    } finally {
+      state.saving = null;
+    }
+  })();
+  return state.saving;
+}
+
+/** Save now and wait; used before anything that reads the saved document on the server. */
+async function flush() {
+  clearTimeout(state.saveTimer);
+  return save();
+}
+
+function setSaveState(name, message = '') {
+  state.saveState = name;
+  state.saveMessage = message;
+  const node = $('#save-state');
+  node.dataset.state = name;
+  node.textContent = {
+    idle: '',
+    saved: t('save.saved'),
+    saving: t('save.saving'),
+    offline: t('save.offline'),
+    error: t('save.error', { message }),
+  }[name];
+}
+
+// A copy of unsaved edits in localStorage, kept until the server has them: nothing typed is lost
+// when the server is down or the tab is closed first.
+const draftKey = (id) => `dvoinik.draft.${id}`;
+
+function writeDraft() {
+  clearTimeout(state.draftTimer);
+  if (!state.doc) return;
+  const key = draftKey(state.doc.id);
+  if (state.unsaved.size === 0) {
+    localStorage.removeItem(key);
+    return;
+  }
+  const fields = Object.fromEntries([...state.unsaved].map((field) => [field, fieldValue(field)]));
+  try {
+    localStorage.setItem(key, JSON.stringify({ fields, revision: state.doc.revision, at: Date.now() }));
+  } catch {
+    // Storage full: the autosave still runs; nothing better to do here.
+  }
+}
+
+function clearDraft(id) {
+  localStorage.removeItem(draftKey(id));
+}
+
+function restoreDraft(doc) {
+  let draft;
+  try {
+    draft = JSON.parse(localStorage.getItem(draftKey(doc.id)) ?? 'null');
+  } catch {
+    draft = null;
+  }
+  if (!draft?.fields) return;
+  const changed = Object.entries(draft.fields).filter(([field, value]) => DOC_FIELDS.includes(field)
+    && !same(value, doc[field]));
+  if (!changed.length) {
+    clearDraft(doc.id);
+    return;
+  }
+  fillFields({ ...doc, ...Object.fromEntries(changed) });
+  for (const [field] of changed) state.unsaved.add(field);
+  notify(t('save.restored'));
+  save();
+}
+
+/** The page is going away: keep the draft and try one last save that outlives the page. */
+function saveOnLeave() {
+  if (!state.doc || state.unsaved.size === 0) return;
+  writeDraft();
+  save({ keepalive: true });
+}
+
+// ---------------------------------------------------------------------------- history
+
+function updateHistoryButtons() {
+  $('#undo').disabled = !state.doc?.can_undo;
+  $('#redo').disabled = !state.doc?.can_redo;
+}
+
+async function history(direction) {
+  if (!state.doc || state.generation?.running) return;
+  if (!(await flush())) {
+    notify(t('err.unsaved'));
+    return;
+  }
+  try {
+    const doc = await api(`/studio/api/documents/${state.doc.id}/${direction}`, { method: 'POST' });
+    applyServerDocument(doc);
+    setSaveState('saved');
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 409) notify(t(direction === 'undo' ? 'doc.undo.none' : 'doc.redo.none'));
+    else notify(describeError(error));
+  }
+}
+
+/** The server changed the document (undo, redo, a picked variant): show its version. */
+function applyServerDocument(doc) {
+  state.doc = doc;
+  state.unsaved.clear();
+  clearDraft(doc.id);
+  fillFields(doc);
+  updateSummary(doc);
+  updateHistoryButtons();
+  refreshMeter();
+}
+
+function updateEditorStats() {
+  const text = $('#editor').value;
+  const words = (text.match(/[\p{L}\p{N}]+(?:[-’'][\p{L}\p{N}]+)*/gu) ?? []).length;
+  $('#editor-stats').textContent = `${t('docs.chars', { count: text.length, n: formatNumber(text.length) })} · ${
+    t('doc.words', { count: words, n: formatNumber(words) })}`;
+}
+
+// ---------------------------------------------------------------------------- world info
+
+function renderWorldInfo(entries) {
+  $('#wi-list').replaceChildren(...entries.map((entry) => worldInfoEntry(entry)));
+  markWorldInfoInContext();
+}
+
+function worldInfoEntry(entry = { keys: [], secondary_keys: [], content: '', always: false }) {
+  const changed = () => edited('world_info');
+  const node = el('fieldset', { class: 'wi-entry', dataset: { testid: 'wi-entry' } },
+    el('legend', {}, el('span', { class: 'wi-badge', dataset: { testid: 'wi-badge' } })),
+    el('label', { class: 'field' }, el('span', {}, t('wi.keys')),
+      el('input', { class: 'wi-keys', value: entry.keys.join(', '), dataset: { testid: 'wi-keys' }, oninput: changed,
+        placeholder: t('wi.keys.placeholder') })),
+    el('label', { class: 'field' }, el('span', {}, t('wi.secondary')),
+      el('input', { class: 'wi-secondary', value: (entry.secondary_keys ?? []).join(', '),
+        dataset: { testid: 'wi-secondary' }, oninput: changed, placeholder: t('wi.secondary.placeholder') })),
+    el('label', { class: 'field' }, el('span', {}, t('wi.content')),
+      el('textarea', { class: 'wi-content prose-small', rows: 3, value: entry.content, dataset: { testid: 'wi-content' },
+        oninput: changed })),
+    el('div', { class: 'wi-foot' },
+      el('label', { class: 'inline' },
+        el('input', { type: 'checkbox', class: 'wi-always', checked: Boolean(entry.always),
+          dataset: { testid: 'wi-always' }, onchange: changed }),
+        el('span', {}, t('wi.always'))),
+      el('button', { type: 'button', class: 'link danger', dataset: { testid: 'wi-remove' },
+        onclick: () => { node.remove(); changed(); markWorldInfoInContext(); } }, t('wi.remove'))));
+  return node;
+}
+
+const splitKeys = (text) => text.split(',').map((key) => key.trim()).filter(Boolean);
+
+/**
+ * The entries as the document keeps them. Entries still blank are not sent (the writer has only
+ * just pressed "add"), so `index` maps a saved entry back to its place on the page.
+ */
+function readWorldInfo() {
+  const entries = [];
+  const index = [];
+  worldInfoOnPage().forEach(({ entry }, position) => {
+    if (!entry.keys.length && !entry.secondary_keys.length && !entry.content.trim() && !entry.always) return;
+    entries.push(entry);
+    index.push(position);
+  });
+  return { entries, index };
+}
+
+function worldInfoOnPage() {
+  return $$('.wi-entry', $('#wi-list')).map((node) => ({
+    node,
+    entry: {
+      keys: splitKeys($('.wi-keys', node).value),
+      secondary_keys: splitKeys($('.wi-secondary', node).value),
+      content: $('.wi-content', node).value,
+      always: $('.wi-always', node).checked,
+    },
+  }));
+}
+
+/** Badge each world-info entry the meter says was inserted into the context. */
+function markWorldInfoInContext() {
+  const part = state.meter?.parts?.find((item) => item.part === 'world_info');
+  const inserted = new Set(part?.entries ?? []);
+  const { index } = readWorldInfo();
+  const nodes = $$('.wi-entry', $('#wi-list'));
+  nodes.forEach((node) => { node.dataset.inContext = 'false'; });
+  index.forEach((position, saved) => {
+    if (inserted.has(saved)) nodes[position].dataset.inContext = 'true';
+  });
+  for (const node of nodes) {
+    $('.wi-badge', node).textContent = node.dataset.inContext === 'true' ? t('wi.inContext') : t('wi.notInContext');
+  }
+}
+
+// ---------------------------------------------------------------------------- sampler settings
+
+function presetValues(name) {
+  return state.info?.presets?.[name] ?? {};
+}
+
+function fillSettings(settings) {
+  const defaults = state.info?.defaults ?? {};
+  const preset = settings.preset ?? defaults.preset;
+  $('#preset').value = preset in (state.info?.presets ?? {}) ? preset : defaults.preset;
+  $('#n').value = settings.n ?? defaults.n ?? 3;
+  $('#max-new-tokens').value = settings.max_new_tokens ?? defaults.max_new_tokens ?? '';
+  $('#guard').value = settings.guard ?? defaults.guard ?? '';
+  $('#seed').value = settings.seed ?? '';
+  for (const name of SAMPLERS) $(`#${name}`).value = settings[name] ?? '';
+  for (const slider of $$('input[data-style]')) {
+    slider.value = settings.style?.[slider.dataset.style] ?? 0;
+    showStyleWeight(slider);
+  }
+  updatePresetHints();
+}
+
+function numberOf(input, integer = false) {
+  if (input.value.trim() === '' || !input.checkValidity()) return undefined;
+  const value = integer ? Number.parseInt(input.value, 10) : Number.parseFloat(input.value);
+  return Number.isFinite(value) ? value : undefined;
+}
+
+/** The settings on the page; a blank field is left out, so the preset (or the server's default) decides. */
+function readSettings() {
+  const settings = { preset: $('#preset').value };
+  const n = numberOf($('#n'), true);
+  const maxNew = numberOf($('#max-new-tokens'), true);
+  const guard = numberOf($('#guard'), true);
+  if (n !== undefined) settings.n = n;
+  if (maxNew !== undefined) settings.max_new_tokens = maxNew;
+  if (guard !== undefined) settings.guard = guard;
+  settings.seed = numberOf($('#seed'), true) ?? null;
+  for (const name of SAMPLERS) {
+    const value = numberOf($(`#${name}`), name === 'top_k');
+    if (value !== undefined) settings[name] = value;
+  }
+  const style = {};
+  for (const slider of $$('input[data-style]')) {
+    const weight = Number.parseFloat(slider.value);
+    if (weight > 0) style[slider.dataset.style] = weight;
+  }
+  if (Object.keys(style).length) settings.style = style;
+  return settings;
+}
+
+function updatePresetHints() {
+  const name = $('#preset').value;
+  const values = presetValues(name);
+  for (const sampler of SAMPLERS) {
+    const input = $(`#${sampler}`);
+    input.placeholder = values[sampler] === undefined ? '—' : String(values[sampler]);
+  }
+  const key = `preset.${name}`;
+  $('#preset-hint').textContent = t.has(key) ? t(key) : '';
+}
+
+function renderPresets() {
+  const presets = Object.keys(state.info?.presets ?? {});
+  $('#preset').replaceChildren(...presets.map((name) => el('option', { value: name }, name)));
+}
+
+function renderStyleSliders() {
+  const styles = state.info?.styles ?? [];
+  $('#styles').hidden = styles.length === 0;
+  $('#style-sliders').replaceChildren(...styles.map((run) => {
+    const slider = el('input', {
+      type: 'range', min: '0', max: '1', step: '0.05', value: '0',
+      dataset: { style: run, testid: 'style-slider' },
+      oninput: (event) => { showStyleWeight(event.target); edited('settings'); },
+    });
+    return el('label', { class: 'style-row' }, el('span', { class: 'style-name' }, run), slider,
+      el('output', { class: 'style-weight' }, '0'));
+  }));
+}
+
+function showStyleWeight(slider) {
+  const output = slider.parentElement?.querySelector('output');
+  if (output) output.textContent = formatNumber(Number.parseFloat(slider.value), 2);
+}
+
+function showLastSeed() {
+  $('#last-seed').textContent = state.lastSeed === null ? '' : t('s.lastSeed', { seed: String(state.lastSeed) });
+}
+
+// ---------------------------------------------------------------------------- context meter
+
+const METER_PARTS = ['memory', 'world_info', 'authors_note', 'story'];
+
+function scheduleMeter() {
+  clearTimeout(state.meterTimer);
+  state.meterTimer = setTimeout(refreshMeter, 150);
+}
+
+async function refreshMeter() {
+  clearTimeout(state.meterTimer);
+  if (!state.doc) return;
+  const id = state.doc.id;
+  const maxNew = readSettings().max_new_tokens ?? state.info?.defaults?.max_new_tokens ?? 200;
+  try {
+    const meter = await api(`/studio/api/documents/${id}/context?max_new_tokens=${maxNew}`);
+    if (state.doc?.id !== id) return;
+    state.meter = meter;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 422) state.meter = null;
+    else return; // keep the last meter; the save state already says the server is away
+  }
+  renderMeter();
+}
+
+/**
+ * The budget as one stacked bar: the parts of the prompt, the tokens kept for the continuation,
+ * and what is left over. `budget` is the whole window (prompt + continuation).
+ */
+function renderMeter() {
+  const meter = state.meter;
+  const bar = $('#meter-bar');
+  const legend = $('#meter-legend');
+  if (!meter) {
+    bar.replaceChildren();
+    legend.replaceChildren();
+    $('#meter-note').textContent = '';
+    return;
+  }
+  const parts = METER_PARTS.map((name) => meter.parts.find((part) => part.part === name)
+    ?? { part: name, tokens: 0, cut_tokens: 0 });
+  const free = Math.max(0, meter.budget - meter.used - meter.max_new_tokens);
+  const segments = [
+    ...parts.map((part) => ({ name: part.part, tokens: part.tokens, cut: part.cut_tokens ?? 0 })),
+    { name: 'continuation', tokens: meter.max_new_tokens, cut: 0 },
+    { name: 'free', tokens: free, cut: 0 },
+  ];
+  const total = Math.max(meter.budget, segments.reduce((sum, part) => sum + part.tokens, 0), 1);
+  bar.replaceChildren(...segments.filter((part) => part.tokens > 0).map((part) => el('span', {
+    class: `meter-segment part-${part.name}`,
+    style: `flex-basis: ${(100 * part.tokens) / total}%`,
+    title: `${t(`meter.${part.name}`)}: ${formatNumber(part.tokens)}`,
+  })));
+  bar.setAttribute('aria-label', segments.map((part) => `${t(`meter.${part.name}`)} ${part.tokens}`).join(', '));
+  legend.replaceChildren(...segments.map((part) => el('li', {
+    class: 'meter-row', dataset: { testid: `meter-${part.name.replace('_', '-')}`, tokens: String(part.tokens), cut: String(part.cut) },
+  },
+  el('span', { class: `swatch part-${part.name}`, 'aria-hidden': 'true' }),
+  el('span', { class: 'meter-name' }, t(`meter.${part.name}`)),
+  el('span', { class: 'meter-tokens' }, formatNumber(part.tokens)),
+  part.cut > 0 ? el('span', { class: 'meter-cut' }, t('meter.cut', { count: part.cut, n: formatNumber(part.cut) })) : null)));
+  $('#meter-note').textContent = t('meter.total', {
+    used: formatNumber(meter.used), budget: formatNumber(meter.budget), reserve: formatNumber(meter.max_new_tokens),
+  });
+  markWorldInfoInContext();
+}
+
+// ---------------------------------------------------------------------------- continuing
+
+/** The request body of a generation: the page's settings; a seed only when the writer fixed one. */
+function generationRequest() {
+  const settings = readSettings();
+  const body = { ...settings };
+  if (body.seed === null) delete body.seed;
+  return body;
+}
+
+async function startGeneration(request = null) {
+  if (!state.doc || state.generation?.running) return;
+  if (state.generation) await chooseVariant(null, undefined, { quiet: true }); // unpicked variants count as discarded
+  if (!(await flush())) {
+    notify(t('err.unsaved'));
+    return;
+  }
+  const body = request ?? generationRequest();
+  const documentId = state.doc.id;
+  const generation = {
+    documentId,
+    request: body,
+    id: null,
+    controller: new AbortController(),
+    running: true,
+    stopped: false,
+    error: null,
+    variants: Array.from({ length: body.n ?? state.info?.defaults?.n ?? 1 }, () => ({ text: '', result: null })),
+  };
+  state.generation = generation;
+  renderVariants();
+  setGenerationStatus(() => t('gen.writing'));
+  try {
+    const response = await api(`/studio/api/documents/${documentId}/generate`, {
+      method: 'POST', body, signal: generation.controller.signal, raw: true,
+    });
+    let finished = false;
+    for await (const { event, data } of readEvents(response)) {
+      if (state.generation !== generation) break;
+      if (event === 'start') {
+        generation.id = data.generation_id;
+        state.lastSeed = data.seed;
+        showLastSeed();
+        if (data.context) { state.meter = data.context; renderMeter(); }
+      } else if (event === 'text') {
+        const variant = ensureVariant(generation, data.variant);
+        variant.text += data.text;
+        updateVariantText(data.variant);
+      } else if (event === 'done') {
+        generation.id ??= data.generation_id;
+        data.variants.forEach((result, index) => {
+          const variant = ensureVariant(generation, index);
+          variant.text = result.text;
+          variant.result = result;
+        });
+        generation.variants.length = data.variants.length;
+        finished = true;
+      } else if (event === 'error') {
+        throw new Error(typeof data === 'string' ? data : data.msg);
+      }
+    }
+    if (!finished && !generation.stopped) throw new Error(t('gen.cut'));
+  } catch (error) {
+    if (error.name === 'AbortError' || generation.stopped) {
+      generation.stopped = true;
+    } else {
+      generation.error = error;
+    }
+  } finally {
+    generation.running = false;
+    clearTimeout(generation.abortTimer);
+  }
+  if (state.generation !== generation) return;
+  if (generation.error) {
+    const busy = generation.error instanceof ApiError && generation.error.status === 503;
+    const { error } = generation;
+    setGenerationStatus(() => (busy ? t('gen.busy', { seconds: error.retryAfter ?? 5 }) : describeError(error)), true);
+    if (!generation.id) state.generation = null; // nothing was written: no cards to keep
+  } else {
+    const count = generation.variants.length;
+    setGenerationStatus(generation.stopped ? () => t('gen.stopped') : () => t('gen.done', { count }));
+  }
+  renderVariants();
+  if (activeTab() === 'log') refreshLog();
+}
+
+function ensureVariant(generation, index) {
+  while (generation.variants.length <= index) {
+    generation.variants.push({ text: '', result: null });
+    renderVariants();
+  }
+  return generation.variants[index];
+}
+
+function abortGeneration({ silent = false } = {}) {
+  const generation = state.generation;
+  if (!generation?.running) return;
+  generation.stopped = true;
+  if (silent || !generation.id) {
+    generation.controller.abort(); // closing the stream stops the server too
+    return;
+  }
+  // Asking the server to stop keeps the stream open for its last event: the variants as far as
+  // they got, logged as "aborted", which the writer can still pick from. Closing the stream is
+  // the fallback when the server does not answer.
+  setGenerationStatus(() => t('gen.stopping'));
+  api(`/studio/api/generations/${generation.id}/abort`, { method: 'POST' }).catch(() => generation.controller.abort());
+  generation.abortTimer = setTimeout(() => generation.controller.abort(), 5000);
+}
+
+/** Append variant `index` (or the writer's edit of it) to the story; `index` null discards all. */
+async function chooseVariant(index, text, { quiet = false } = {}) {
+  const generation = state.generation;
+  if (!generation || generation.running) return;
+  if (!generation.id) { // stopped before the server named it: nothing was recorded
+    state.generation = null;
+    renderVariants();
+    return;
+  }
+  if (index !== null && !(await flush())) {
+    notify(t('err.unsaved'));
+    return;
+  }
+  const body = { variant: index };
+  if (text !== undefined) body.text = text;
+  try {
+    const doc = await api(`/studio/api/generations/${generation.id}/choose`, { method: 'POST', body });
+    if (state.doc?.id === doc.id) applyServerDocument(doc);
+    state.generation = null;
+    renderVariants();
+    setGenerationStatus(quiet ? '' : index === null ? () => t('gen.discarded') : () => t('gen.appended'));
+    if (index !== null) {
+      const editor = $('#editor');
+      editor.scrollTop = editor.scrollHeight;
+    }
+  } catch (error) {
+    if (quiet) { state.generation = null; renderVariants(); return; }
+    notify(describeError(error));
+  }
+  if (activeTab() === 'log') refreshLog();
+}
+
+// Status lines are kept as functions, so a change of language re-words them.
+const statusLines = {};
+
+function setStatus(selector, message, isError = false) {
+  statusLines[selector] = { render: typeof message === 'function' ? message : () => message, isError };
+  showStatus(selector);
+}
+
+function showStatus(selector) {
+  const line = statusLines[selector];
+  if (!line) return;
+  $(selector).textContent = line.render();
+  $(selector).classList.toggle('error', line.isError);
+}
+
+const setGenerationStatus = (message, isError = false) => setStatus('#gen-status', message, isError);
+
+function renderGenerationControls() {
+  const generation = state.generation;
+  const running = Boolean(generation?.running);
+  const hasCards = Boolean(generation && !running);
+  $('#continue').disabled = running || !state.doc;
+  $('#stop').hidden = !running;
+  $('#retry').hidden = !hasCards;
+  $('#discard').hidden = !hasCards;
+}
+
+function renderVariants() {
+  renderGenerationControls();
+  const generation = state.generation;
+  const box = $('#variants');
+  if (!generation) {
+    box.replaceChildren();
+    return;
+  }
+  box.replaceChildren(...generation.variants.map((variant, index) => variantCard(generation, variant, index)));
+}
+
+function variantCard(generation, variant, index) {
+  const status = generation.running ? 'streaming' : variant.result ? 'done' : 'stopped';
+  // The server can append only variants it has recorded, i.e. those that reached the `done` event.
+  const canPick = !generation.running && Boolean(generation.id && variant.result) && variant.text.length > 0;
+  const text = el('div', { class: 'variant-text prose', dataset: { testid: 'variant-text' } }, variant.text);
+  const editor = el('textarea', { class: 'variant-edit prose', hidden: true, rows: 6, dataset: { testid: 'variant-edit' },
+    'aria-label': t('gen.variant', { n: index + 1 }) });
+  const pick = el('button', { type: 'button', class: 'primary', disabled: !canPick, dataset: { testid: 'pick' },
+    onclick: () => chooseVariant(index) }, t('gen.pick'));
+  const edit = el('button', { type: 'button', disabled: !canPick, dataset: { testid: 'edit' }, onclick: () => {
+    editor.value = variant.text;
+    text.hidden = true;
+    editor.hidden = false;
+    pick.hidden = true;
+    edit.hidden = true;
+    appendEdited.hidden = false;
+    cancelEdit.hidden = false;
+    editor.focus();
+  } }, t('gen.edit'));
+  const appendEdited = el('button', { type: 'button', class: 'primary', hidden: true, dataset: { testid: 'append-edited' },
+    onclick: () => chooseVariant(index, editor.value) }, t('gen.appendEdited'));
+  const cancelEdit = el('button', { type: 'button', hidden: true, onclick: () => renderVariants() }, t('app.cancel'));
+  return el('article', { class: 'variant', dataset: { testid: 'variant', index: String(index), state: status } },
+    el('header', { class: 'variant-head' },
+      el('h3', { class: 'variant-number' }, t('gen.variant', { n: index + 1 })),
+      el('span', { class: 'variant-meta muted' }, variantMeta(variant, status))),
+    text,
+    editor,
+    copyScore(generation, variant),
+    el('div', { class: 'variant-actions' }, pick, edit, appendEdited, cancelEdit,
+      index < 9 ? el('kbd', { class: 'muted small', title: t('gen.pick.key', { n: index + 1 }) }, String(index + 1)) : null));
+}
+
+function variantMeta(variant, status) {
+  if (status === 'streaming') return t('gen.streaming');
+  if (!variant.result) return t('gen.stoppedShort');
+  const reason = variant.result.finish_reason;
+  const reasonText = t.has(`finish.${reason}`) ? t(`finish.${reason}`) : reason;
+  return `${t('gen.tokens', { count: variant.result.new_tokens, n: formatNumber(variant.result.new_tokens) })} · ${reasonText}`;
+}
+
+/** "How much of this is the author's books": the longest copied span, alarming past the guard or 50 tokens. */
+function copyScore(generation, variant) {
+  if (!variant.result) return null;
+  const copy = variant.result.copy;
+  const guard = generation.request.guard ?? state.info?.defaults?.guard ?? 0;
+  const tokens = copy?.tokens ?? 0;
+  const alarm = tokens > 0 && (tokens >= COPY_ALARM_TOKENS || (guard > 0 && tokens >= guard));
+  const node = el('p', { class: `copy-score${alarm ? ' alarm' : ''}`, dataset: { testid: 'copy-score', tokens: String(tokens) } });
+  if (!copy || tokens === 0) {
+    node.textContent = t('copy.none');
+    return node;
+  }
+  const source = [copy.work ? `«${copy.work}»` : '', copy.author ?? ''].filter(Boolean).join(', ');
+  node.append(
+    el('span', { class: 'copy-tokens' }, t('copy.span', { count: tokens, n: formatNumber(tokens) })),
+    source ? ` — ${source}` : '',
+    alarm ? el('strong', { class: 'copy-alarm' }, ` ${t('copy.alarm')}`) : '');
+  if (copy.text) node.title = copy.text;
+  return node;
+}
+
+function updateVariantText(index) {
+  const card = $(`.variant[data-index="${index}"]`);
+  if (!card) { renderVariants(); return; }
+  $('.variant-text', card).textContent = state.generation.variants[index].text;
+}
+
+// ---------------------------------------------------------------------------- log and exports
+
+async function refreshLog() {
+  if (!state.doc) return;
+  const id = state.doc.id;
+  try {
+    const log = await api(`/studio/api/generations?document=${id}&limit=50`);
+    if (state.doc?.id !== id) return;
+    state.log = log;
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  renderLog();
+}
+
+function renderLog() {
+  const log = state.log ?? [];
+  $('#log-empty').hidden = log.length > 0;
+  $('#log').start = log.length; // newest first, numbered as the document's generations
+  $('#log').replaceChildren(...log.map((entry) => {
+    const settings = Object.entries(entry.settings ?? {})
+      .filter(([, value]) => value !== null && typeof value !== 'object')
+      .map(([name, value]) => `${name}=${value}`).join(' · ');
+    const chosen = entry.chosen === null || entry.chosen === undefined
+      ? t('log.noneChosen') : t('log.chosen', { n: entry.chosen + 1 });
+    const status = t.has(`log.status.${entry.status}`) ? t(`log.status.${entry.status}`) : entry.status;
+    const prompt = entry.prompt ?? '';
+    return el('li', { class: 'log-entry', dataset: { testid: 'log-entry', status: entry.status } },
+      el('details', {},
+        el('summary', {},
+          el('span', { class: 'log-time' }, formatTime(entry.created_at)), ' · ', status, ' · ',
+          t('log.variants', { count: entry.variants?.length ?? 0 }), ' · ', chosen),
+        el('dl', { class: 'log-facts' },
+          el('dt', {}, t('log.seed')), el('dd', {}, String(entry.seed ?? '—')),
+          el('dt', {}, t('log.checkpoint')), el('dd', {}, entry.checkpoint ?? '—'),
+          el('dt', {}, t('log.settings')), el('dd', { class: 'mono' }, settings || '—')),
+        el('p', { class: 'log-label' }, t('log.prompt')),
+        el('p', { class: 'log-prompt prose-small' }, prompt.length > 300 ? `…${prompt.slice(-300)}` : prompt),
+        el('ol', { class: 'log-variants' }, (entry.variants ?? []).map((variant, index) => el('li', {
+          class: index === entry.chosen ? 'chosen' : '',
+        }, typeof variant === 'string' ? variant : variant.text ?? ''))),
+        entry.chosen_text && entry.chosen !== null && entry.variants?.[entry.chosen]
+          && entry.chosen_text !== (entry.variants[entry.chosen].text ?? entry.variants[entry.chosen])
+          ? el('div', {}, el('p', { class: 'log-label' }, t('log.edited')), el('p', { class: 'prose-small' }, entry.chosen_text))
+          : null));
+  }));
+}
+
+async function exportFile(kind) {
+  try {
+    if (kind === 'prefs') await download('/studio/api/export/preferences.jsonl', 'preferences.jsonl');
+    else if (state.doc) await download(`/studio/api/documents/${state.doc.id}/export?format=${kind}`, `document.${kind}`);
+  } catch (error) {
+    notify(describeError(error));
+  }
+}
+
+// ---------------------------------------------------------------------------- blind tests
+
+async function refreshBlindTests() {
+  try {
+    state.blindTests = await api('/studio/api/blind-tests');
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  renderBlindTests();
+}
+
+async function createBlindTest(event) {
+  event.preventDefault();
+  if (state.blindBusy) return;
+  const passages = numberOf($('#blind-passages'), true);
+  const body = { kind: $('#blind-kind').value };
+  if (passages !== undefined) body.passages = passages;
+  if ($('#blind-title').value.trim()) body.title = $('#blind-title').value.trim();
+  state.blindBusy = true;
+  $('#blind-create').disabled = true;
+  setStatus('#blind-status', () => t('blind.creating'));
+  try {
+    await api('/studio/api/blind-tests', { method: 'POST', body });
+    setStatus('#blind-status', () => t('blind.created'));
+    $('#blind-title').value = '';
+    await refreshBlindTests();
+  } catch (error) {
+    setStatus('#blind-status', () => describeError(error), true);
+  } finally {
+    state.blindBusy = false;
+    $('#blind-create').disabled = false;
+  }
+}
+
+async function deleteBlindTest(test) {
+  if (!confirm(t('blind.delete.confirm', { title: test.title }))) return;
+  try {
+    await api(`/studio/api/blind-tests/${test.id}`, { method: 'DELETE' });
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  await refreshBlindTests();
+}
+
+function renderBlindTests() {
+  $('#blind-local').hidden = state.info?.shareable !== false;
+  // A server built without a workspace (no held-out texts) cannot make tests; it can still show them.
+  const canCreate = state.info?.blind_tests !== false;
+  $('#blind-create').disabled = !canCreate || state.blindBusy;
+  if (!canCreate) setStatus('#blind-status', () => t('blind.unavailable'));
+  const tests = state.blindTests ?? [];
+  $('#blind-empty').hidden = tests.length > 0;
+  $('#blind-list').replaceChildren(...tests.map((test) => {
+    const link = new URL(test.url, location.origin).href;
+    const count = Array.isArray(test.items) ? test.items.length : test.items;
+    const copyButton = el('button', { type: 'button', class: 'link', onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(link);
+        copyButton.textContent = t('blind.copied');
+      } catch {
+        window.prompt(t('blind.copy'), link);
+      }
+    } }, t('blind.copy'));
+    return el('article', { class: 'blind-test', dataset: { testid: 'blind-test', id: String(test.id) } },
+      el('header', { class: 'blind-test-head' },
+        el('h4', {}, test.title || t('blind.untitled')),
+        el('span', { class: 'muted small' }, `${formatTime(test.created_at)} · ${t('blind.items', { count, n: count })}`)),
+      el('p', { class: 'blind-link-row' },
+        el('a', { href: link, target: '_blank', rel: 'noopener', dataset: { testid: 'blind-link' } }, link), ' ', copyButton),
+      blindResults(test.results),
+      el('button', { type: 'button', class: 'link danger', dataset: { testid: 'blind-delete' },
+        onclick: () => deleteBlindTest(test) }, t('blind.delete')));
+  }));
+}
+
+function blindResults(results) {
+  if (!results?.overall?.answers) return el('p', { class: 'muted small', dataset: { testid: 'blind-results' } }, t('blind.noAnswers'));
+  const rows = [
+    ['overall', t('blind.overall'), results.overall],
+    ['single', t('blind.single'), results.single],
+    ['pairs', t('blind.pairs'), results.pairs],
+    ...(results.readers ?? []).map((reader) => ['reader', reader.reader, reader]),
+  ].filter(([, , score]) => score && score.answers > 0);
+  const header = ['blind.col.who', 'blind.col.accuracy', 'blind.col.ci', 'blind.col.p']
+    .map((key) => el('th', { scope: 'col', title: t(`${key}.hint`) }, t(key)));
+  return el('div', { class: 'table-wrap' },
+    el('table', { class: 'results', dataset: { testid: 'blind-results' } },
+      el('thead', {}, el('tr', {}, header)),
+      el('tbody', {}, rows.map(([kind, label, score]) => el('tr', { dataset: { testid: `blind-row-${kind}` } },
+        el('th', { scope: 'row' }, label),
+        el('td', { dataset: { testid: 'accuracy' } }, formatPercent(score.accuracy),
+          el('span', { class: 'muted' }, ` ${score.correct}/${score.answers}`)),
+        el('td', { dataset: { testid: 'ci' } }, `${formatPercent(score.ci_low)}–${formatPercent(score.ci_high)}`),
+        el('td', {}, formatP(score.p_value)))))),
+    el('p', { class: 'hint', dataset: { testid: 'blind-chance' } }, t('blind.chance', { chance: formatPercent(results.overall.chance) })),
+    el('p', { class: 'hint' }, verdict(results.overall)));
+}
+
+/** One sentence a writer can read: could the readers tell? */
+function verdict(score) {
+  if (score.p_value < 0.05 && score.accuracy > score.chance) return t('blind.verdict.tell');
+  if (score.ci_high < score.chance) return t('blind.verdict.fooled');
+  return t('blind.verdict.cannot');
+}
+
+// ---------------------------------------------------------------------------- tabs, language, keys
+
+const TABS = ['context', 'sampler', 'log', 'blind'];
+
+function activeTab() {
+  return TABS.find((name) => $(`#tab-${name}`).getAttribute('aria-selected') === 'true') ?? 'context';
+}
+
+function selectTab(name, { focus = false } = {}) {
+  for (const tab of TABS) {
+    const selected = tab === name;
+    const button = $(`#tab-${tab}`);
+    button.setAttribute('aria-selected', String(selected));
+    button.tabIndex = selected ? 0 : -1;
+    $(`#panel-${tab}`).hidden = !selected;
+    if (selected && focus) button.focus();
+  }
+  localStorage.setItem('dvoinik.tab', name);
+  if (name === 'log') refreshLog();
+  if (name === 'blind') refreshBlindTests();
+}
+
+function setupTabs() {
+  for (const name of TABS) {
+    const button = $(`#tab-${name}`);
+    button.addEventListener('click', () => selectTab(name));
+    button.addEventListener('keydown', (event) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (!step) return;
+      event.preventDefault();
+      selectTab(TABS[(TABS.indexOf(name) + step + TABS.length) % TABS.length], { focus: true });
+    });
+  }
+  const saved = localStorage.getItem('dvoinik.tab');
+  selectTab(TABS.includes(saved) ? saved : 'context');
+}
+
+function renderLanguage() {
+  applyI18n(document);
+  for (const button of $$('[data-lang]')) button.setAttribute('aria-pressed', String(button.dataset.lang === getLang()));
+  $('#editor').lang = getLang() === 'en' ? '' : 'ru';
+  setSaveState(state.saveState, state.saveMessage);
+  renderDocumentList();
+  if (state.doc) {
+    // Entries are rebuilt from their values so their labels change language; blank ones stay too.
+    renderWorldInfo(worldInfoOnPage().map(({ entry }) => entry));
+    updateEditorStats();
+  }
+  updatePresetHints();
+  showLastSeed();
+  showStatus('#gen-status');
+  showStatus('#blind-status');
+  renderMeter();
+  renderVariants();
+  if (state.log) renderLog();
+  if (state.blindTests) renderBlindTests();
+  if (state.info) $('#checkpoint').textContent = t('app.checkpoint', { checkpoint: state.info.checkpoint });
+}
+
+const isTextField = (node) => node instanceof HTMLTextAreaElement
+  || (node instanceof HTMLInputElement && !['checkbox', 'radio', 'range', 'button', 'submit'].includes(node.type))
+  || node?.isContentEditable;
+
+function onKeyDown(event) {
+  const mod = event.ctrlKey || event.metaKey;
+  if (mod && event.key === 'Enter') {
+    event.preventDefault();
+    startGeneration();
+  } else if (event.key === 'Escape' && state.generation?.running) {
+    event.preventDefault();
+    abortGeneration();
+  } else if (mod && event.key.toLowerCase() === 's') {
+    event.preventDefault();
+    flush();
+  } else if (mod && !isTextField(document.activeElement)
+    && (event.key.toLowerCase() === 'z' || event.key.toLowerCase() === 'y')) {
+    // Inside a text field the browser's own undo edits the field; outside it, the document's history.
+    event.preventDefault();
+    history(event.key.toLowerCase() === 'y' || event.shiftKey ? 'redo' : 'undo');
+  } else if (!mod && !event.altKey && /^[1-9]$/.test(event.key) && !isTextField(document.activeElement)
+    && state.generation && !state.generation.running) {
+    // A bare digit picks a variant, but only outside text fields, where a digit is not text.
+    // (Alt+digit would be nicer, but Chromium on Linux keeps it for switching browser tabs.)
+    const index = Number(event.key) - 1;
+    if (index < state.generation.variants.length) {
+      event.preventDefault();
+      chooseVariant(index);
+    }
+  }
+}
+
+function askForKeyDialog() {
+  const dialog = $('#key-dialog');
+  const input = $('#key-input');
+  input.value = '';
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => {
+      resolve(dialog.returnValue === 'ok' && input.value.trim() ? input.value.trim() : null);
+    }, { once: true });
+    dialog.showModal();
+  });
+}
+
+// ---------------------------------------------------------------------------- start
+
+function wireEvents() {
+  $('#doc-new').addEventListener('click', createDocument);
+  $('#doc-delete').addEventListener('click', deleteDocument);
+  $('#undo').addEventListener('click', () => history('undo'));
+  $('#redo').addEventListener('click', () => history('redo'));
+  $('#doc-title').addEventListener('input', () => edited('title'));
+  $('#doc-title').addEventListener('change', () => {
+    if (!$('#doc-title').value.trim() && state.doc) $('#doc-title').value = state.doc.title;
+  });
+  $('#editor').addEventListener('input', () => { edited('text'); updateEditorStats(); });
+  $('#memory').addEventListener('input', () => edited('memory'));
+  $('#authors-note').addEventListener('input', () => edited('authors_note'));
+  $('#note-depth').addEventListener('input', () => edited('note_depth'));
+  for (const field of ['#doc-title', '#editor', '#memory', '#authors-note', '#note-depth', '#wi-list', '#panel-sampler']) {
+    $(field).addEventListener('focusout', () => { if (state.unsaved.size) flush(); });
+  }
+  $('#wi-add').addEventListener('click', () => {
+    const entry = worldInfoEntry();
+    $('#wi-list').append(entry);
+    markWorldInfoInContext();
+    $('.wi-keys', entry).focus();
+  });
+  for (const input of $$('[data-setting]')) {
+    input.addEventListener('input', () => {
+      if (input.id === 'preset') updatePresetHints();
+      edited('settings');
+      if (input.id === 'max-new-tokens') scheduleMeter();
+    });
+  }
+  $('#settings-reset').addEventListener('click', () => {
+    fillSettings({ preset: $('#preset').value, n: numberOf($('#n'), true) });
+    edited('settings');
+    scheduleMeter();
+  });
+  $('#continue').addEventListener('click', () => startGeneration());
+  $('#stop').addEventListener('click', () => abortGeneration());
+  $('#retry').addEventListener('click', () => startGeneration(state.generation?.request));
+  $('#discard').addEventListener('click', () => chooseVariant(null));
+  $('#log-refresh').addEventListener('click', refreshLog);
+  $('#export-txt').addEventListener('click', () => exportFile('txt'));
+  $('#export-md').addEventListener('click', () => exportFile('md'));
+  $('#export-prefs').addEventListener('click', () => exportFile('prefs'));
+  $('#blind-form').addEventListener('submit', createBlindTest);
+  $('#blind-refresh').addEventListener('click', refreshBlindTests);
+  $('#notice-close').addEventListener('click', () => { $('#notice').hidden = true; });
+  for (const button of $$('[data-lang]')) button.addEventListener('click', () => setLang(button.dataset.lang));
+  document.addEventListener('keydown', onKeyDown);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'hidden') saveOnLeave();
+    else if (activeTab() === 'blind' && state.info) refreshBlindTests(); // readers may have answered meanwhile
+  });
+  window.addEventListener('beforeunload', saveOnLeave);
+  window.addEventListener('online', () => { if (state.unsaved.size) save(); });
+}
+
+async function start() {
+  setKeyPrompt(askForKeyDialog);
+  wireEvents();
+  onLangChange(renderLanguage);
+  renderLanguage();
+  try {
+    state.info = await api('/studio/api/info');
+  } catch (error) {
+    notify(describeError(error), { sticky: true });
+    return;
+  }
+  $('#n').max = String(state.info.max_variants ?? 8);
+  $('#max-new-tokens').max = String(state.info.max_new_tokens ?? 1024);
+  renderPresets();
+  renderStyleSliders();
+  setupTabs();
+  renderLanguage();
+  try {
+    await loadDocuments();
+  } catch (error) {
+    notify(describeError(error), { sticky: true });
+    return;
+  }
+  const remembered = localStorage.getItem('dvoinik.document');
+  const first = state.documents.find((item) => String(item.id) === remembered) ?? state.documents[0];
+  if (first) await openDocument(first.id);
+  else closeDocument();
+  document.body.dataset.ready = 'true'; // for tests and screenshots: the page has loaded its data
+}
+
+start();

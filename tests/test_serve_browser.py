@@ -1,0 +1,279 @@
+"""The studio in a real browser: Debian's Chromium driven by Playwright against a real `dvoinik serve`.
+
+One tiny trained double is served for the whole module (a few seconds of training); each test
+opens its own browser context, so localStorage starts empty. Selectors are `data-testid`s.
+Never downloads a browser: without /usr/bin/chromium (or Playwright) the module is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright")
+pytest.importorskip("uvicorn")
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from serving import running_server, served_workspace  # noqa: E402
+
+from dvoinik.serve.launch import open_server  # noqa: E402
+
+PARAGRAPH = ("Анна вышла к реке, когда над водой ещё стоял туман. Лодка у мостков была привязана "
+             "той же верёвкой, что и прошлой осенью.")
+API_KEY = "browser-test-key"
+TIMEOUT_MS = 20_000  # a slow CI machine writes 3 × 64 tokens with the micro model in a second or two
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return served_workspace(tmp_path_factory.mktemp("studio"))
+
+
+@pytest.fixture(scope="module")
+def base_url(workspace):
+    with running_server(open_server(workspace)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless"])
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def context(browser):
+    expect.set_options(timeout=TIMEOUT_MS)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900}, locale="ru-RU")
+    yield ctx
+    ctx.close()
+
+
+def open_studio(context, url: str) -> tuple[Page, list[str]]:
+    """The studio page once it has loaded its data, and a list that collects the page's script errors."""
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: dialog.accept())  # confirm() of deletions
+    page.goto(url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    return page, errors
+
+
+def saved(page: Page) -> None:
+    expect(page.get_by_test_id("save-state")).to_have_attribute("data-state", "saved")
+
+
+def new_document(page: Page, title: str, text: str) -> None:
+    page.get_by_test_id("doc-new").click()
+    expect(page.get_by_test_id("doc-title")).to_be_focused()
+    page.get_by_test_id("doc-title").fill(title)
+    page.get_by_test_id("editor").fill(text)
+    saved(page)
+
+
+def meter_tokens(page: Page, part: str) -> int:
+    return int(page.get_by_test_id(f"meter-{part}").get_attribute("data-tokens"))
+
+
+def test_write_continue_pick_undo_context_reload_and_english(context, base_url):
+    page, errors = open_studio(context, base_url)
+    expect(page.get_by_test_id("continue")).to_have_text("Продолжить")  # Russian by default
+    new_document(page, "Туман", PARAGRAPH)
+
+    # The micro model's window is 128 tokens: short continuations leave room for memory and world info.
+    page.get_by_test_id("tab-sampler").click()
+    page.get_by_test_id("max-new-tokens").fill("24")
+    page.get_by_test_id("tab-context").click()
+
+    # Three variants stream in, each ends with its copy score.
+    page.get_by_test_id("n").fill("3")
+    page.get_by_test_id("continue").click()
+    cards = page.get_by_test_id("variant")
+    expect(cards).to_have_count(3)
+    expect(page.locator("[data-testid=variant][data-state=done]")).to_have_count(3)
+    scores = page.get_by_test_id("copy-score")
+    expect(scores).to_have_count(3)
+    for i in range(3):
+        expect(scores.nth(i)).to_have_text(re.compile(r"Совпадение с книгами|Из книг не скопировано"))
+    expect(page.get_by_test_id("last-seed")).to_have_text(re.compile(r"\d+"))
+
+    # Pick the second: it is appended to the story exactly.
+    variant = cards.nth(1).get_by_test_id("variant-text").inner_text()
+    assert variant.strip()
+    cards.nth(1).get_by_test_id("pick").click()
+    expect(cards).to_have_count(0)
+    expect(page.get_by_test_id("editor")).to_have_value(PARAGRAPH + variant)
+
+    # Undo takes the pick back; redo restores it.
+    page.get_by_test_id("undo").click()
+    expect(page.get_by_test_id("editor")).to_have_value(PARAGRAPH)
+    page.get_by_test_id("redo").click()
+    expect(page.get_by_test_id("editor")).to_have_value(PARAGRAPH + variant)
+
+    # Memory and a world-info entry whose key is in the text: both take tokens in the meter.
+    page.get_by_test_id("memory").fill("Анне сорок лет.")
+    page.get_by_test_id("wi-add").click()
+    entry = page.get_by_test_id("wi-entry")
+    entry.get_by_test_id("wi-keys").fill("Анна, Аня")
+    entry.get_by_test_id("wi-content").fill("Анна боится воды.")
+    saved(page)
+    page.wait_for_function("""() => ['memory', 'world-info'].every(part =>
+        Number(document.querySelector(`[data-testid=meter-${part}]`)?.dataset.tokens) > 0)""")
+    assert meter_tokens(page, "memory") > 0 and meter_tokens(page, "world-info") > 0
+    expect(entry).to_have_attribute("data-in-context", "true")
+    budget_parts = sum(meter_tokens(page, part) for part in
+                       ("memory", "world-info", "authors-note", "story", "continuation", "free"))
+    assert budget_parts == page.evaluate("fetch('/studio/api/info').then(r => r.json())")["context_tokens"]
+
+    # Everything is there after a reload.
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.get_by_test_id("doc-title")).to_have_value("Туман")
+    expect(page.get_by_test_id("editor")).to_have_value(PARAGRAPH + variant)
+    expect(page.get_by_test_id("memory")).to_have_value("Анне сорок лет.")
+    expect(page.get_by_test_id("wi-keys")).to_have_value("Анна, Аня")
+    expect(page.get_by_test_id("wi-content")).to_have_value("Анна боится воды.")
+    expect(page.get_by_test_id("max-new-tokens")).to_have_value("24")  # the sampler settings are the document's
+
+    # English, remembered across a reload.
+    page.get_by_test_id("lang-en").click()
+    expect(page.get_by_test_id("continue")).to_have_text("Continue")
+    expect(page.get_by_test_id("tab-context")).to_have_text("Context")
+    expect(page.get_by_test_id("save-state")).to_have_text("Saved")
+    expect(page.get_by_test_id("meter")).to_contain_text("World info")
+    page.reload()
+    expect(page.get_by_test_id("doc-new")).to_have_text("New document")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+
+    # The generation log shows the pick.
+    page.get_by_test_id("tab-log").click()
+    expect(page.get_by_test_id("log-entry")).to_have_count(1)
+    expect(page.get_by_test_id("log-entry")).to_contain_text("picked 2")
+
+    # Both languages have every string; nothing was looked up that is not in the table.
+    table = page.evaluate("""async () => {
+        const m = await import('/static/i18n.js');
+        return {ru: Object.keys(m.strings.ru), en: Object.keys(m.strings.en), missing: [...m.missing]};
+    }""")
+    assert sorted(table["ru"]) == sorted(table["en"])
+    assert table["missing"] == []
+    assert errors == []
+
+
+def test_blind_test_created_taken_and_scored(context, base_url):
+    page, errors = open_studio(context, base_url)
+    page.get_by_test_id("tab-blind").click()
+    expect(page.get_by_test_id("blind-local")).to_be_visible()  # loopback server: the link works here only
+    page.get_by_test_id("blind-title").fill("Первый круг")
+    page.get_by_test_id("blind-passages").fill("4")
+    page.get_by_test_id("blind-kind").select_option("both")
+    page.get_by_test_id("blind-create").click()
+    test_card = page.get_by_test_id("blind-test").filter(has_text="Первый круг")
+    expect(test_card).to_have_count(1)
+    expect(test_card.get_by_test_id("blind-results")).to_have_text("Ответов пока нет.")
+    link = test_card.get_by_test_id("blind-link").get_attribute("href")
+    assert "/blind/" in link
+
+    # A reader takes it in a page of their own.
+    reader = context.new_page()
+    reader.on("pageerror", lambda error: errors.append(str(error)))
+    reader.goto(link)
+    expect(reader.locator("body")).to_have_attribute("data-ready", "true")
+    reader.get_by_test_id("reader-name").fill("Маша")
+    reader.get_by_test_id("reader-start").click()
+    answered = {"single": 0, "pair": 0}
+    while reader.get_by_test_id("reader-item").is_visible():
+        single = reader.get_by_test_id("reader-continuation").is_visible()
+        expect(reader.locator("legend#question")).to_have_text(
+            "Писатель или двойник?" if single else "Какой из двух — писатель?")
+        answered["single" if single else "pair"] += 1
+        reader.get_by_test_id("answer-writer" if single else "answer-a").click()
+    assert answered["single"] >= 1 and answered["pair"] >= 1
+    total = answered["single"] + answered["pair"]
+    reader.get_by_test_id("reader-submit").click()
+    expect(reader.get_by_test_id("reader-score")).to_have_text(re.compile(rf"Верно \d+ из {total} \(\d+\s?%\)"))
+    expect(reader.get_by_test_id("reader-result-item")).to_have_count(total)
+
+    # The studio shows the result: accuracy and its confidence interval, overall and for the reader.
+    page.bring_to_front()
+    page.get_by_test_id("blind-refresh").click()
+    overall = test_card.get_by_test_id("blind-row-overall")
+    expect(overall).to_be_visible()
+    expect(overall.get_by_test_id("accuracy")).to_have_text(re.compile(r"\d+\s?%"))
+    expect(overall.get_by_test_id("ci")).to_have_text(re.compile(r"\d+\s?%–\d+\s?%"))
+    expect(test_card.get_by_test_id("blind-row-reader")).to_contain_text("Маша")
+    expect(test_card.get_by_test_id("blind-chance")).to_contain_text("50")
+    assert errors == []
+
+
+def test_typing_survives_an_unreachable_server(context, base_url):
+    """Saves fail while the server is away: the text waits in localStorage and is saved on return."""
+    page, errors = open_studio(context, base_url)
+    new_document(page, "Черновик", "Начало.")
+    doc_id = page.locator("[data-testid=doc-item][aria-current=page]").get_attribute("data-id")
+    page.route(re.compile(r".*/studio/api/documents/\d+$"),
+               lambda route: route.abort() if route.request.method == "PATCH" else route.continue_())
+    page.get_by_test_id("editor").fill("Начало. Написано, пока сервер лежал.")
+    expect(page.get_by_test_id("save-state")).to_have_attribute("data-state", "offline")
+    expect(page.get_by_test_id("save-state")).to_have_text("Не сохранено — сервер недоступен")
+
+    # Reload while it is still away: the draft comes back from the browser, and is saved once it can be.
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.get_by_test_id("editor")).to_have_value("Начало. Написано, пока сервер лежал.")
+    page.unroute(re.compile(r".*/studio/api/documents/\d+$"))
+    saved(page)
+    stored = page.evaluate(f"fetch('/studio/api/documents/{doc_id}').then(r => r.json())")
+    assert stored["text"] == "Начало. Написано, пока сервер лежал."
+    assert page.evaluate(f"localStorage.getItem('dvoinik.draft.{doc_id}')") is None
+    assert errors == []
+
+
+def test_busy_server_and_discard(context, base_url):
+    page, errors = open_studio(context, base_url)
+    new_document(page, "Занято", PARAGRAPH)
+    page.route("**/generate", lambda route: route.fulfill(
+        status=503, headers={"Retry-After": "7", "Content-Type": "application/json"},
+        body='{"detail": {"msg": "Server is busy; please try again later.", "type": "service_unavailable"}}'))
+    page.get_by_test_id("continue").click()
+    expect(page.get_by_test_id("gen-status")).to_have_text("Сервер занят, повторите через 7 с")
+    expect(page.get_by_test_id("variant")).to_have_count(0)
+    page.unroute("**/generate")
+
+    # A real generation, then "discard all": the text is unchanged and the log records no choice.
+    page.get_by_test_id("n").fill("2")
+    page.get_by_test_id("continue").click()
+    expect(page.locator("[data-testid=variant][data-state=done]")).to_have_count(2)
+    page.get_by_test_id("discard").click()
+    expect(page.get_by_test_id("variant")).to_have_count(0)
+    expect(page.get_by_test_id("editor")).to_have_value(PARAGRAPH)
+    page.get_by_test_id("tab-log").click()
+    expect(page.get_by_test_id("log-entry")).to_contain_text("ничего не выбрано")
+    assert errors == []
+
+
+def test_api_key_is_asked_for_once_and_sent(context, workspace, tmp_path):
+    server = open_server(workspace, api_key=API_KEY, database=tmp_path / "studio.sqlite3")
+    with running_server(server) as url:
+        page = context.new_page()
+        page.goto(url + "/")
+        dialog = page.get_by_test_id("key-dialog")
+        expect(dialog).to_be_visible()
+        page.get_by_test_id("key-input").fill(API_KEY)
+        page.get_by_test_id("key-ok").click()
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        expect(dialog).to_be_hidden()
+        new_document(page, "С ключом", "Текст под ключом.")
+        assert page.evaluate("localStorage.getItem('dvoinik.apiKey')") == API_KEY
+        page.reload()  # the stored key is sent at once: no dialog this time
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        expect(page.get_by_test_id("editor")).to_have_value("Текст под ключом.")
+        expect(dialog).to_be_hidden()
