@@ -268,7 +268,7 @@ def test_add_preserves_comments_and_other_sections(ws: Workspace, books: Path) -
     text = text.replace('base = "tiny"', 'base = "ai-forever/rugpt3small_based_on_gpt2"  # small first')
     write_config(ws, text)
     ws, _ = add_sources(load_workspace(ws.root), [books / "andreev"], author="Андреев", role="target")
-    write_config(ws, ws.config_path.read_text(encoding="utf-8") + "\n[serve]\nport = 5001  # the studio\n")
+    write_config(ws, ws.config_path.read_text(encoding="utf-8") + "\n[notes]\nplan = \"second volume\"  # mine\n")
     ws, _ = add_sources(ws, [books / "grin"], author="Грин")
 
     after = ws.config_path.read_text(encoding="utf-8")
@@ -277,14 +277,14 @@ def test_add_preserves_comments_and_other_sections(ws: Workspace, books: Path) -
         "seed = 99  # my lucky seed",
         "# training: decided with the editor",
         'base = "ai-forever/rugpt3small_based_on_gpt2"  # small first',
-        "port = 5001  # the studio",
+        'plan = "second volume"  # mine',
         "# random seed for the validation split",
     ):
         assert kept in after
     doc = tomlkit.parse(after).unwrap()
     assert doc["train"]["base"] == "ai-forever/rugpt3small_based_on_gpt2"
     assert ws.train.base == "ai-forever/rugpt3small_based_on_gpt2"
-    assert doc["serve"] == {"port": 5001}
+    assert doc["notes"] == {"plan": "second volume"}
     assert [s["author"] for s in doc["sources"]] == ["Андреев", "Грин"]
     assert ws.corpus.seed == 99
 
@@ -366,6 +366,8 @@ def test_train_settings_are_spelled_out_and_validated(ws: Workspace) -> None:
     ("check", wsmod.CheckSettings, ("min_tokens = 50", "min_tokens = 0"), r"min_tokens must be 1 or more"),
     ("evaluate", wsmod.EvaluateSettings, ("max_extraction_share = 0.05", "max_extraction_share = 2.0"),
      r"max_extraction_share must be between 0 and 1"),
+    ("serve", wsmod.ServeSettings, ("port = 5001", "port = 0"), r"port must be between 1 and 65535"),
+    ("serve", wsmod.ServeSettings, ("queue_size = 8", "queue_size = 0"), r"queue_size must be between 1 and 1000"),
 ])
 def test_later_stages_settings_are_spelled_out_and_validated(ws: Workspace, table: str, cls: type, bad: tuple,
                                                              message: str) -> None:
