@@ -403,7 +403,8 @@ def demo_command(
             out.print(Text(f"   copied: the longest span found in the training texts is {continuation.copy.tokens} tokens "
                            f"(the originality guard bans {demo.GUARD})", style="dim"))
     out.print(f"\nWorkspace: {result.workspace.root} (dvoinik.toml, corpus/, tokens/, runs/{demo.RUN}/)")
-    out.print(f"Next: dvoinik -w {directory} generate \"{result.prompt}\" --n 3 · dvoinik -w {directory} evaluate")
+    out.print(f"Next: dvoinik -w {directory} generate \"{result.prompt}\" --n 3 · dvoinik -w {directory} evaluate · "
+              f"dvoinik -w {directory} serve (the studio in your browser)")
 
 
 # ---------------------------------------------------------------- generate

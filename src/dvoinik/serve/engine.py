@@ -182,8 +182,12 @@ class Engine:
         return self._running is not None
 
     def retry_after(self) -> int:
-        """Seconds until a place in the queue is likely free: the jobs ahead times a job's mean duration."""
-        return max(1, math.ceil(self._seconds * (self._queue.qsize() + 1) / max(1, self.queue_size)))
+        """Seconds until the queue has likely drained: the jobs waiting and running times a job's mean duration.
+
+        (A place frees sooner, but every refused client is retrying for it; pointing them
+        past the backlog spreads the retries instead of refusing most of them again.)
+        """
+        return max(1, math.ceil(self._seconds * (self._queue.qsize() + 1)))
 
     def _serve(self) -> None:
         while True:
