@@ -10,6 +10,7 @@ on a syllable and never ends the text, so a long generation runs long enough to 
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -39,7 +40,9 @@ def compat_workspace(root: Path) -> Workspace:
 @contextmanager
 def compat_server(ws: Workspace, api_key: str | None = None, **serve: int) -> Iterator[tuple[str, Server]]:
     """The workspace's double served on a free loopback port, with [serve] settings replaced by `serve`."""
-    server = open_server(ws, api_key=api_key, queue_size=serve.get("queue_size"))
+    # A database of its own: a test may run two servers on one workspace, and each holds its studio's lock.
+    database = ws.root / "studio" / f"{secrets.token_hex(4)}.sqlite3"
+    server = open_server(ws, api_key=api_key, queue_size=serve.get("queue_size"), database=database)
     server.settings = replace(server.settings, **serve)
     with running_server(server) as url:
         yield url, server

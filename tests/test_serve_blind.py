@@ -43,15 +43,17 @@ def test_score() -> None:
 def test_trim_and_equal_length() -> None:
     assert trim_words(" один два\nтри четыре", 3) == " один два\nтри"
     assert trim_words("один", 5) == "один"
-    writer, double = equal_length(" раз два три четыре пять", "ный шесть семь")
-    assert writer == " раз два три" and double == "ный шесть семь"  # leading text kept: it may end a word
+    writer, double = equal_length(" раз два три четыре пять", "ный шесть семь.")
+    # Leading text kept (it may end the opening's word); both cut alike, before either text's own end.
+    assert writer == " раз два…" and double == "ный шесть…"
 
 
 @pytest.mark.parametrize("kind", ["single", "pairs", "both"])
 def test_items_use_each_passage_once_and_hide_their_truth(kind: str) -> None:
     openings = [f"Начало {i}." for i in range(10)]
-    writer = [f" настоящее {i} слово слово" for i in range(10)]
-    double = [f" двойник {i} слово слово" for i in range(10)]
+    filler = " слово" * 25
+    writer = [f" настоящее {i}{filler}" for i in range(10)]
+    double = [f" двойник {i}{filler}" for i in range(10)]
     items = make_items(openings, writer, double, kind, seed=3)
     assert sorted(i["index"] for i in items) == list(range(10))
     assert sorted(i["opening"] for i in items) == sorted(openings)  # every passage once
@@ -68,6 +70,12 @@ def test_items_use_each_passage_once_and_hide_their_truth(kind: str) -> None:
     if singles:  # half the singles show the writer
         assert abs(sum(i["truth"] == "writer" for i in singles) - len(singles) / 2) <= 0.5
     assert make_items(openings, writer, double, kind, seed=3) == items  # a seed repeats a test
+
+
+def test_passages_too_short_to_judge_are_dropped() -> None:
+    long, short = " слово" * 30, " коротко"
+    items = make_items(["a", "b", "c"], [long, short, long], [long, long, long], "pairs", seed=1)
+    assert sorted(i["opening"] for i in items) == ["a", "c"] and sorted(i["index"] for i in items) == [0, 1]
 
 
 def test_results_per_kind_and_reader() -> None:

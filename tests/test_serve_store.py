@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dvoinik.serve import store as store_module
-from dvoinik.serve.store import BlindAnswer, DocumentState, NotFound, NothingToDo, Store, WorldInfo
+from dvoinik.serve.store import BlindAnswer, Conflict, DocumentState, Locked, NotFound, NothingToDo, Store, WorldInfo
 
 
 def test_the_database_is_in_wal_mode(tmp_path: Path) -> None:
@@ -108,10 +108,42 @@ def test_the_log_records_variants_and_the_choice(tmp_path: Path) -> None:
     assert store.generation(entry.id).document_id is None
 
 
-def test_a_reader_taking_a_test_again_replaces_their_answers(tmp_path: Path) -> None:
+def test_a_readers_first_answers_are_final(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s.sqlite3")
     test = store.create_blind_test("t", "single", "c", [{"index": 0, "kind": "single", "truth": "writer"}])
     store.add_answers(test.id, [BlindAnswer("Ира", 0, "double", False)])
-    store.add_answers(test.id, [BlindAnswer("Ира", 0, "writer", True), BlindAnswer("Олег", 0, "double", False)])
-    assert sorted((a.reader, a.correct) for a in store.answers(test.id)) == [("Ира", True), ("Олег", False)]
+    with pytest.raises(Conflict, match="already taken"):  # no second try after seeing a score
+        store.add_answers(test.id, [BlindAnswer("Ира", 0, "writer", True)])
+    store.add_answers(test.id, [BlindAnswer("Олег", 0, "double", False)])
+    assert sorted((a.reader, a.correct) for a in store.answers(test.id)) == [("Ира", False), ("Олег", False)]
     assert store.blind_test(token=test.token).id == test.id
+
+
+def test_a_second_server_cannot_open_a_studio_in_use(tmp_path: Path) -> None:
+    first = Store.open(tmp_path / "s.sqlite3", exclusive=True)
+    with pytest.raises(Locked, match="another dvoinik serve"):
+        Store.open(tmp_path / "s.sqlite3", exclusive=True)
+    first.close()
+    Store.open(tmp_path / "s.sqlite3", exclusive=True).close()  # free again once the first has closed
+
+
+def test_a_conflicting_edit_is_refused(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.sqlite3")
+    doc = store.create_document("t", DocumentState(text="a"))
+    moved = store.update_document(doc.id, state=DocumentState(text="ab"), kind="append", base_revision=1)
+    assert moved.revision == 2
+    with pytest.raises(Conflict, match="revision 2, not 1"):
+        store.update_document(doc.id, state=DocumentState(text="stale"), base_revision=1)
+    assert store.document(doc.id).state.text == "ab"
+
+
+def test_an_undo_step_never_holds_more_than_a_minute_of_typing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(store_module.time, "time", lambda: clock[0])
+    store = Store.open(tmp_path / "s.sqlite3")
+    doc = store.create_document("t")
+    for second in range(0, 600, 3):  # ten minutes of steady typing, an autosave every 3 s
+        clock[0] = 1000.0 + second
+        doc = store.update_document(doc.id, state=DocumentState(text="x" * (second + 1)))
+    assert doc.revision >= 10  # a step per minute or so, not one for the whole ten minutes
+    assert len(doc.state.text) - len(store.step(doc.id, -1).state.text) <= 63  # a minute of typing (and one save)

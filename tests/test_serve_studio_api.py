@@ -201,8 +201,13 @@ def test_a_blind_test_is_created_taken_and_scored(studio: httpx.Client) -> None:
 
     truth = {item["index"]: item["truth"] for item in test["items"]}
     right = [{"index": i, "answer": t} for i, t in truth.items()]
+    partial = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": right[:1]})
+    assert partial.status_code == 422 and "answer every item" in partial.json()["detail"]["msg"]
     scored = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": right}).json()
     assert scored["score"]["accuracy"] == 1.0 and scored["score"]["ci_high"] == 1.0
+    assert "truth" not in json.dumps(scored) and "items" not in scored  # the answers stay hidden from readers
+    again = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": right})
+    assert again.status_code == 409  # a reader's first answers are final
     wrong = [{"index": i, "answer": {"writer": "double", "double": "writer", "a": "b", "b": "a"}[t]}
              for i, t in truth.items()]
     studio.post(token_path + "/api/answers", json={"reader": "Олег", "answers": wrong})
@@ -228,6 +233,40 @@ def test_an_api_key_guards_everything_but_the_page_and_a_tests_own_link(served_w
         test = server.store.create_blind_test("t", "single", "c", [{"index": 0, "kind": "single", "opening": "a",
                                                                    "text": "b", "truth": "writer"}])
         assert httpx.get(f"{url}/blind/{test.token}/api").status_code == 200  # the link is the permission
+
+
+def test_pages_of_other_sites_and_other_host_names_are_refused(studio: httpx.Client) -> None:
+    """A page the writer visits may send requests to localhost (and, with DNS rebinding, read the answers)."""
+    doc = new_document(studio)
+    rebound = studio.get("/studio/api/documents", headers={"Host": "evil.example.com"})
+    assert rebound.status_code == 403 and "localhost only" in rebound.json()["detail"]["msg"]
+    assert studio.get("/studio/api/documents", headers={"Host": "localhost:5001"}).status_code == 200
+    cross = studio.post(f"/studio/api/documents/{doc['id']}/undo", headers={"Origin": "http://evil.example"})
+    assert cross.status_code == 403
+    cross_kobold = studio.post("/api/extra/abort", headers={"Origin": "null"}, content=b"{}")
+    assert cross_kobold.status_code == 403
+    same = studio.patch(f"/studio/api/documents/{doc['id']}", json={"memory": "м"},
+                        headers={"Origin": str(studio.base_url).rstrip("/")})
+    assert same.status_code == 200  # the studio's own page
+
+
+def test_oversized_bodies_and_ids_get_clear_errors_not_500(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    limit = 6 * 2_000_000 + (1 << 20)
+    huge = studio.patch(f"/studio/api/documents/{doc['id']}", content=b"{" + b" " * limit + b"}",
+                        headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and "request body" in huge.json()["detail"]["msg"]
+
+    def chunked():  # no Content-Length: counted as it arrives
+        for _ in range(limit // (1 << 20) + 2):
+            yield b" " * (1 << 20)
+
+    streamed = studio.patch(f"/studio/api/documents/{doc['id']}", content=chunked(),
+                            headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert studio.get("/studio/api/documents/99999999999999999999").status_code == 422
+    assert studio.get("/studio/api/generations", params={"document": 2**64}).status_code == 422
+    assert studio.get("/healthz").status_code == 200
 
 
 def test_listening_beyond_loopback_needs_a_key() -> None:
@@ -304,6 +343,11 @@ def test_style_sliders_re_mix_the_loaded_adapters(tmp_path: Path) -> None:
         assert done[0] == "done"
         logged = client.get("/studio/api/generations", params={"document": doc["id"]}).json()[0]
         assert logged["checkpoint"] == "early=0.2+late=0.8" and logged["settings"]["style"] == body["style"]
+        # The next request without sliders, and any API client, gets the mix the server was started with.
+        events(client.post(f"/studio/api/documents/{doc['id']}/generate", json={"n": 1, "max_new_tokens": 4}))
+        client.post("/v1/completions", json={"model": "x", "prompt": "Бава", "max_tokens": 4})
+        checkpoints = [g["checkpoint"] for g in client.get("/studio/api/generations").json()[:2]]
+        assert checkpoints == ["early=0.5+late=0.5", "early=0.5+late=0.5"]
         unknown = client.post(f"/studio/api/documents/{doc['id']}/generate",
                               json={"n": 1, "max_new_tokens": 4, "style": {"other": 1.0}})
         assert unknown.status_code == 422 and "not among the loaded runs" in unknown.json()["detail"]["msg"]

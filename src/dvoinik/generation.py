@@ -464,9 +464,12 @@ def generate(
 
 def sample_ids(
     double: Double, prompts: Any, decoding: Decoding, guard: int = 0, n: int = 1, streamer: Any = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None, min_new_tokens: int = 0,
 ) -> list[list[int]]:
-    """The new token ids for each of `n` variants of each row of `prompts` (equal-length rows), cut at end of text."""
+    """The new token ids for each of `n` variants of each row of `prompts` (equal-length rows), cut at end of text.
+
+    `min_new_tokens` bans the end of text until that many tokens are written.
+    """
     import torch
 
     guard_processor = originality_guard(double.index, guard, double.eos_id) if guard else None
@@ -485,7 +488,7 @@ def sample_ids(
             max_new_tokens=decoding.max_new_tokens, logits_processor=logits_processors(decoding, guard_processor),
             stop_strings=list(decoding.stop) or None, tokenizer=double.tokenizer if decoding.stop else None,
             pad_token_id=double.eos_id, eos_token_id=double.eos_id, streamer=streamer,
-            stopping_criteria=_stopping(should_stop), **neutral,
+            stopping_criteria=_stopping(should_stop), min_new_tokens=min_new_tokens or None, **neutral,
         )
     rows = []
     for row in output[:, prompts.shape[1]:].tolist():

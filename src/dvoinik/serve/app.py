@@ -6,11 +6,19 @@ Every route reaches the model through `Engine` (one model, a bounded queue). Wit
 key, every API route needs `Authorization: Bearer KEY` (or `X-Api-Key: KEY`), compared in
 constant time; the studio's page and its static files carry no data and need none. A
 blind test is taken through its own unguessable link, which opens that test only.
+
+Without a key the server listens on loopback only, and that alone does not keep web
+pages out: a page the writer visits can send requests to localhost, and with DNS
+rebinding read the answers. So a keyless server answers only requests addressed to a
+loopback name (the Host header), and no server accepts a state-changing request that
+a page of another origin sent (the Origin header). Bodies beyond a limit derived from
+`[serve] max_text_chars` are refused before they are read.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +32,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dvoinik.generation import GenerationError
 from dvoinik.serve.engine import Aborted, Busy, Engine
-from dvoinik.serve.store import Store
+from dvoinik.serve.store import Conflict, Store
 from dvoinik.workspace import GenerateSettings, ServeSettings, Workspace
 
 STATIC = Path(__file__).parent / "static"
 # /api/extra/version is open as in KoboldCpp: it tells a client the server wants a key before it has one.
 OPEN_PATHS = ("/", "/favicon.ico", "/healthz", "/api/extra/version")
 OPEN_PREFIXES = ("/static/", "/blind/")  # the page and its files; a blind test's own link carries its token
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
 @dataclass
@@ -45,6 +55,8 @@ class Server:
     workspace: Workspace | None = None
     run: str | None = None  # the run the double comes from (None for a double built in a test)
     loopback: bool = True  # bound to a loopback address only
+    style: dict[str, float] = field(default_factory=dict)  # a style mix's weights as loaded (the default mix)
+    in_flight: dict[str, Any] = field(default_factory=dict)  # KoboldAI requests in flight, by genkey
 
     @property
     def context_tokens(self) -> int:
@@ -64,6 +76,68 @@ def presented_key(request: Request) -> str | None:
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
     return request.headers.get("x-api-key")
+
+
+def host_name(host: str) -> str:
+    """"localhost:5001" → "localhost"; "[::1]:5001" → "::1"."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def foreign_request(request: Request, keyless: bool) -> str | None:
+    """Why a request must be refused as coming from somewhere it should not (None when it is fine)."""
+    host = request.headers.get("host", "")
+    if keyless and host_name(host).lower() not in LOOPBACK_NAMES:
+        return f"this server answers requests for localhost only, not for {host!r} (start it with an API key " \
+               "to serve other names)"
+    origin = request.headers.get("origin")
+    if request.method in UNSAFE_METHODS and origin is not None and origin.split("://", 1)[-1] != host:
+        return f"a page from {origin} may not change anything here"
+    return None
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over `limit` bytes with 413, before they fill memory."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, send)
+            return
+        received, refused = 0, False
+
+        async def counted_receive() -> dict:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:  # a chunked body, without Content-Length
+                    refused = True
+                    await self._refuse(scope, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+    async def _refuse(self, scope: dict, send: Any) -> None:
+        body = json.dumps(error_body(scope["path"], 413, f"the request body is over {self.limit} bytes "
+                                     "([serve] max_text_chars sets the limit)", "request_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def error_body(path: str, status: int, message: str, kind: str) -> dict:
@@ -94,10 +168,15 @@ def create_app(server: Server) -> FastAPI:
 
     app = FastAPI(title="dvoinik", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.server = server
+    # JSON may spell each Cyrillic letter as \uXXXX (6 bytes): room for the longest text so written, and more.
+    app.add_middleware(BodyLimit, limit=6 * server.settings.max_text_chars + (1 << 20))
 
     @app.middleware("http")
     async def require_key(request: Request, call_next: Any) -> Any:
         path = request.url.path
+        refusal = foreign_request(request, keyless=server.api_key is None)
+        if refusal:
+            return JSONResponse(error_body(path, 403, refusal, "forbidden"), status_code=403)
         open_path = path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or request.method == "OPTIONS"
         if server.api_key and not open_path and not key_matches(presented_key(request), server.api_key):
             return JSONResponse(error_body(path, 401, "a valid API key is needed (Authorization: Bearer KEY)",
@@ -113,6 +192,10 @@ def create_app(server: Server) -> FastAPI:
     @app.exception_handler(GenerationError)
     async def bad_generation(request: Request, exc: GenerationError) -> JSONResponse:
         return _invalid(request.url.path, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse(error_body(request.url.path, 409, str(exc), "conflict"), status_code=409)
 
     @app.exception_handler(Aborted)
     async def aborted(request: Request, exc: Aborted) -> JSONResponse:

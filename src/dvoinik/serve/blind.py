@@ -1,8 +1,9 @@
 """Blind tests: can a reader tell the writer from the double?
 
 Material: openings cut from the target author's *held-out* works (the double never saw
-them), the author's real continuation and the double's continuation of the same opening,
-trimmed to the same number of words. Two kinds of item:
+them), the author's real continuation and the double's continuation of the same opening
+(as many tokens, never ending early), trimmed to the same number of words and both ending
+in "…"; passages under `MIN_WORDS` words are dropped. Two kinds of item:
 
 - single: an opening and one continuation; the reader answers "writer" or "double"
   (half the items show the writer, in random order);
@@ -27,6 +28,7 @@ from dvoinik.generation import Double, decoding_for, sample_ids
 from dvoinik.tokens import TokenSet
 
 KINDS = ("single", "pairs", "both")
+MIN_WORDS = 20  # shorter continuations say too little to judge, and are dropped
 CHANCE = 0.5
 Z95 = 1.959964
 
@@ -101,19 +103,21 @@ def trim_words(text: str, words: int) -> str:
 
 
 def equal_length(writer: str, double: str) -> tuple[str, str]:
-    """Both continuations cut to the same number of words (the shorter one's).
+    """Both continuations cut to the same number of words (one fewer than the shorter has), both ending in "…".
 
+    Neither keeps its own last word, so both stop alike, mid-stream, and where a text stops
+    says nothing about who wrote it (nor does a last token cut in half).
     Leading space is kept: a continuation may begin inside the opening's last word, and the
     page shows opening + continuation as one text.
     """
-    words = min(len(writer.split()), len(double.split()))
-    return trim_words(writer, words).rstrip(), trim_words(double, words).rstrip()
+    words = max(0, min(len(writer.split()), len(double.split())) - 1)
+    return trim_words(writer, words).rstrip() + "…", trim_words(double, words).rstrip() + "…"
 
 
 def make_items(openings: list[str], writer: list[str], double: list[str], kind: str, seed: int) -> list[dict]:
     """Items with their truth, shuffled. "both" gives the first half of the passages as singles, the rest as pairs."""
     rng = random.Random(seed)
-    order = list(range(len(openings)))
+    order = [i for i in range(len(openings)) if min(len(writer[i].split()), len(double[i].split())) > MIN_WORDS]
     rng.shuffle(order)
     singles = order if kind == "single" else [] if kind == "pairs" else order[: len(order) // 2]
     single_set = set(singles)
@@ -171,7 +175,9 @@ def blind_material(double: Double, token_set: TokenSet, passages: int, preset: s
             break
         batch = torch.tensor(np.array([p.prompt for p in found[first : first + 16]]))
         decoding = decoding_for(preset, max_new_tokens=continuation, seed=seed + first)
-        made += sample_ids(double, batch, decoding, guard if double.index is not None else 0)
+        # The double writes as long as the writer did: a text ending early would give itself away.
+        made += sample_ids(double, batch, decoding, guard if double.index is not None else 0,
+                           min_new_tokens=continuation)
     decode = double.tokenizer.decode
     return Material([decode(p.prompt).lstrip() for p in found[: len(made)]],
                     [decode(p.continuation) for p in found[: len(made)]],

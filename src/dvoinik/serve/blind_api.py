@@ -8,11 +8,12 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dvoinik.runs import find_run, run_token_set
+from dvoinik.runs import RunError, find_run, run_token_set
 from dvoinik.serve import blind
 from dvoinik.serve.app import STATIC, Server, server_of
 from dvoinik.serve.engine import Job
 from dvoinik.serve.store import BlindAnswer, BlindTest, NotFound, iso
+from dvoinik.serve.studio_api import RowId
 
 router = APIRouter()
 
@@ -66,7 +67,10 @@ async def create_test(request: Request, body: NewTest) -> dict:
     server = server_of(request)
     if server.workspace is None:
         raise HTTPException(409, "blind tests need the workspace's held-out texts; this server has none")
-    token_set = run_token_set(server.workspace, find_run(server.workspace, server.run))
+    try:
+        token_set = run_token_set(server.workspace, find_run(server.workspace, server.run))
+    except RunError as exc:
+        raise HTTPException(409, str(exc)) from None
     preset, guard = server.generate.preset, server.generate.guard
 
     def work(double: Any, job: Job) -> blind.Material:
@@ -89,13 +93,13 @@ def list_tests(request: Request) -> list[dict]:
 
 
 @router.get("/studio/api/blind-tests/{test_id}")
-def get_test(request: Request, test_id: int) -> dict:
+def get_test(request: Request, test_id: RowId) -> dict:
     server = server_of(request)
     return _summary(request, server, _test(server, test_id), with_items=True)
 
 
 @router.delete("/studio/api/blind-tests/{test_id}", status_code=204)
-def delete_test(request: Request, test_id: int) -> Response:
+def delete_test(request: Request, test_id: RowId) -> Response:
     try:
         server_of(request).store.delete_blind_test(test_id)
     except NotFound as exc:
@@ -134,6 +138,8 @@ def reader_answers(request: Request, token: str, body: Answers) -> dict:
         marked.append(BlindAnswer(body.reader.strip(), answer.index, answer.answer, blind.is_correct(item, answer.answer)))
     if len({a.item for a in marked}) != len(marked):
         raise HTTPException(422, "an item is answered twice")
-    server.store.add_answers(test.id, marked)
-    return {"reader": body.reader.strip(), "score": blind.score([a.correct for a in marked]).to_json(),
-            "items": [{"index": a.item, "correct": a.correct, "truth": by_index[a.item]["truth"]} for a in marked]}
+    if len(marked) != len(test.items):
+        raise HTTPException(422, f"answer every item: {len(marked)} of {len(test.items)} answered")
+    server.store.add_answers(test.id, marked)  # a reader's first answers are final (409 after)
+    # The score only: which passages were the writer's stays hidden, so the link can go on to other readers.
+    return {"reader": body.reader.strip(), "score": blind.score([a.correct for a in marked]).to_json()}

@@ -22,6 +22,7 @@ from dvoinik.generation import GenerationError
 from dvoinik.serve.store import DocumentState, WorldInfo
 
 SCAN_CHARS = 4000  # world-info keys are looked for in this much of the story's end
+TAIL_CHARS_PER_TOKEN = 32  # no token is longer: this many characters per token of room hold the whole context
 NOTE_TEMPLATE = "[{note}]"  # KoboldAI's convention: the brackets set the note apart from the prose
 SEPARATOR = "\n"
 
@@ -32,9 +33,12 @@ class ContextPart:
     tokens: int
     cut_tokens: int = 0
     entries: tuple[int, ...] = ()  # world info: the indexes of the inserted entries
+    estimated: bool = False  # cut_tokens of a long story: the part never tokenized is estimated
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"part": self.part, "tokens": self.tokens, "cut_tokens": self.cut_tokens}
+        if self.part == "story":
+            out["cut_estimated"] = self.estimated
         if self.part == "world_info":
             out["entries"] = list(self.entries)
         return out
@@ -112,15 +116,19 @@ def build_context(state: DocumentState, tokenizer: Any, budget: int, max_new_tok
         memory_cut = len(memory_ids) - keep
         memory_ids = memory_ids[memory_cut:]
 
-    story_ids = ids(state.text)
+    # Only the story's end can reach the context: tokenizing a whole novel on every save would take seconds.
     story_room = max(0, room - standing())
+    unread = max(0, len(state.text) - (story_room + 1) * TAIL_CHARS_PER_TOKEN)
+    tail = state.text[unread:]
+    story_ids = ids(tail)
     story_cut = max(0, len(story_ids) - story_room)
+    unread_tokens = round(unread * len(story_ids) / len(tail)) if unread else 0  # estimated from the tail's rate
     head = [tokenizer.decode(memory_ids)] if memory_ids else []
     head += [tokenizer.decode(e) for e in entry_ids]
 
     def assemble(cut: int) -> str:
-        story = tokenizer.decode(story_ids[cut:]) if cut else state.text
-        if cut and story and not story[0].isspace():  # do not start on half a word
+        story = tokenizer.decode(story_ids[cut:]) if cut else tail
+        if (cut or unread) and story and not story[0].isspace():  # do not start on half a word
             space = next((i for i, ch in enumerate(story) if ch.isspace()), len(story))
             story = story[space:].lstrip()
         return SEPARATOR.join(head + [with_note(story, note, state.note_depth)])
@@ -138,6 +146,6 @@ def build_context(state: DocumentState, tokenizer: Any, budget: int, max_new_tok
         ContextPart("memory", len(memory_ids), memory_cut),
         ContextPart("world_info", sum(len(e) for e in entry_ids), 0, tuple(entries)),
         ContextPart("authors_note", len(note_ids), 0),
-        ContextPart("story", len(story_ids) - story_cut, story_cut),
+        ContextPart("story", len(story_ids) - story_cut, story_cut + unread_tokens, estimated=bool(unread)),
     )
     return Context(prompt, budget, max_new_tokens, parts)

@@ -17,26 +17,33 @@ goes into the studio's generation log (source "kobold"). docs/api.md lists every
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from dvoinik import __version__
-from dvoinik.generation import PRESET_VALUES, Decoding, Double, Generation, Variant, decoding_for, random_seed
+from dvoinik.generation import Decoding, Double, Generation, Variant
 from dvoinik.serve.app import Server, server_of
+from dvoinik.serve.compat import (
+    MAX_STOP_STRINGS,
+    check_new_tokens,
+    check_text,
+    check_variants,
+    client_decoding,
+    copy_json,
+    invalid,
+)
 from dvoinik.serve.engine import Aborted, Job
-from dvoinik.serve.streaming import job_stream, sse, submit_logged
+from dvoinik.serve.streaming import aborted_if_client_leaves, job_stream, sse, submit_logged
 
 router = APIRouter(prefix="/api", tags=["koboldai"])
 
 KOBOLDAI_API_VERSION = "1.2.5"  # the KoboldAI United API this follows (stop_sequence, use_default_badwordsids)
 KOBOLDCPP_VERSION = "1.80"  # the KoboldCpp whose /api/extra routes this answers; clients gate features on it
-MAX_STOP_STRINGS = 64
 
 Probability = Annotated[float, Field(gt=0, le=1)]
 Stop = Annotated[str, Field(max_length=1000)]
@@ -88,56 +95,6 @@ class TokenCountInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     prompt: str
-
-
-# ---------------------------------------------------------------- what both compatible APIs share
-
-
-def client_decoding(server: Server, temperature: float | None, max_new_tokens: int, seed: int | None,
-                    stop: tuple[str, ...] = (), **samplers: Any) -> Decoding:
-    """The server's preset under what a client gave (None = not given); shared by the KoboldAI and OpenAI APIs.
-
-    A temperature of 0 means greedy decoding. Any other temperature means sampling: on the
-    server's preset if it samples, else on `coherent` (a client that sets a temperature
-    expects it to count, and greedy or beam search would ignore it).
-    """
-    preset = server.generate.preset
-    chosen: dict[str, Any] = {}
-    if temperature == 0:
-        preset = "greedy"
-    elif temperature is not None:
-        if not PRESET_VALUES[preset].get("do_sample", False):
-            preset = "coherent"
-        chosen["temperature"] = temperature
-    return decoding_for(preset, max_new_tokens=max_new_tokens, stop=stop,
-                        seed=random_seed() if seed is None else seed, **chosen, **samplers)
-
-
-def invalid(field_name: str, message: str) -> RequestValidationError:
-    """A field error in the shape the app gives pydantic's (KoboldAI: 422 `{"detail": {field: [msg]}}`)."""
-    return RequestValidationError([{"loc": ("body", field_name), "msg": message, "type": "value_error"}])
-
-
-def check_variants(server: Server, n: int, name: str) -> None:
-    if n > server.settings.max_variants:
-        raise invalid(name, f"this server writes at most {server.settings.max_variants} variants per request "
-                            "([serve] max_variants)")
-
-
-def check_new_tokens(server: Server, max_new_tokens: int, name: str) -> None:
-    if max_new_tokens > server.settings.max_new_tokens:
-        raise invalid(name, f"this server writes at most {server.settings.max_new_tokens} tokens per request "
-                            "([serve] max_new_tokens)")
-
-
-def check_text(server: Server, chars: int, name: str) -> None:
-    if chars > server.settings.max_text_chars:
-        raise invalid(name, f"the text is {chars} characters; this server takes at most "
-                            f"{server.settings.max_text_chars} ([serve] max_text_chars)")
-
-
-def copy_json(variant: Variant) -> dict | None:
-    return asdict(variant.copy) if variant.copy else None
 
 
 # ---------------------------------------------------------------- prompt
@@ -206,11 +163,8 @@ class Running:
 
 
 def in_flight(request: Request) -> dict[str, Running]:
-    """The app's KoboldAI requests in flight by genkey (one table per app, made on first use)."""
-    state = request.app.state
-    if not hasattr(state, "kobold_in_flight"):
-        state.kobold_in_flight = {}
-    return state.kobold_in_flight
+    """The app's KoboldAI requests in flight, by genkey."""
+    return server_of(request).in_flight
 
 
 def genkey_of(job: Job, body: GenerateInput) -> str:
@@ -274,11 +228,12 @@ async def generate(request: Request, body: GenerateInput) -> dict:
     table = in_flight(request)
     running = table[key]
     try:
-        async for event in job.events():
-            if event[0] == "text" and event[1] == 0:
-                running.pieces.append(event[2])
-            elif event[0] == "done":
-                return _result(server, event[1], body)
+        async with aborted_if_client_leaves(request, job):
+            async for event in job.events():
+                if event[0] == "text" and event[1] == 0:
+                    running.pieces.append(event[2])
+                elif event[0] == "done":
+                    return _result(server, event[1], body)
     except Aborted:  # aborted while it waited: nothing was written
         return {"results": [{"text": "", "finish_reason": "abort"} for _ in range(body.n)]}
     finally:

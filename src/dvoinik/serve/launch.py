@@ -48,7 +48,7 @@ def open_server(
     """The double of `ws` loaded once, its engine and the studio's database (`studio/studio.sqlite3`)."""
     from dvoinik.serve.app import Server
     from dvoinik.serve.engine import Engine
-    from dvoinik.serve.store import Store
+    from dvoinik.serve.store import Locked, Store
 
     settings = ws.serve
     if host is not None:
@@ -56,11 +56,33 @@ def open_server(
     if queue_size is not None:
         settings = replace(settings, queue_size=queue_size)
     check_binding(settings.host, api_key)
-    double = load_double(ws, run, checkpoint, style, on_progress)
-    store = Store.open(database or ws.root / DATABASE)
-    run_name = run if run is not None or style else double.checkpoint.split("/")[0]
-    return Server(Engine(double, settings.queue_size), store, settings, ws.generate, api_key, ws,
-                  None if style else run_name, loopback=is_loopback(settings.host))
+    try:  # before the model loads: a second server should fail in a moment, not after a minute
+        store = Store.open(database or ws.root / DATABASE, exclusive=True)
+    except Locked as exc:
+        raise ServeError(str(exc)) from None
+    try:
+        double = load_double(ws, run, checkpoint, style, on_progress)
+    except BaseException:
+        store.close()
+        raise
+    # A style mix's runs share one base and corpus: the first one's held-out texts serve its blind tests.
+    run_name = next(iter(style)) if style else run if run is not None else double.checkpoint.split("/")[0]
+    return Server(Engine(double, settings.queue_size), store, settings, ws.generate, api_key, ws, run_name,
+                  loopback=is_loopback(settings.host), style=dict(double.mix))
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, in one line, if the port is taken (uvicorn would say so only after the model has loaded)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server? try --port)") \
+                from None
 
 
 def run_server(server: Server, port: int | None = None, log_level: str = "info") -> None:

@@ -26,8 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dvoinik.generation import Decoding, Generation
 from dvoinik.serve.app import Server, server_of
-from dvoinik.serve.engine import Job
-from dvoinik.serve.kobold import (
+from dvoinik.serve.compat import (
     MAX_STOP_STRINGS,
     check_new_tokens,
     check_text,
@@ -36,7 +35,8 @@ from dvoinik.serve.kobold import (
     copy_json,
     invalid,
 )
-from dvoinik.serve.streaming import job_stream, sse, submit_logged
+from dvoinik.serve.engine import Job
+from dvoinik.serve.streaming import aborted_if_client_leaves, job_stream, sse, submit_logged
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -166,8 +166,9 @@ def _submit(server: Server, prompt: str, decoding: Decoding, body: Sampling) -> 
     return submit_logged(server, "openai", prompt, decoding, body.n, server.generate.guard, stream=body.stream)
 
 
-async def _result(server: Server, job: Job) -> Generation:
-    return await job.result()
+async def _result(request: Request, job: Job) -> Generation:
+    async with aborted_if_client_leaves(request, job):
+        return await job.result()
 
 
 def _stream(server: Server, job: Job, n: int, chunk: Any, piece: Any, include_usage: bool,
@@ -259,7 +260,7 @@ async def completions(request: Request, body: CompletionInput) -> Any:
 
         opening = [sse(chunk([piece(i, echo, None)])) for i in range(body.n)] if echo else None
         return _stream(server, job, body.n, chunk, piece, include_usage, opening)
-    result = await _result(server, job)
+    result = await _result(request, job)
     return {**head, "choices": [
         {"index": i, "text": echo + v.text, "logprobs": None, "finish_reason": finish_reason(v.finish_reason),
          "copy": copy_json(v)} for i, v in enumerate(result.variants)
@@ -297,7 +298,7 @@ async def chat_completions(request: Request, body: ChatInput) -> Any:
         opening = [sse(chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                "finish_reason": None}])) for i in range(body.n)]
         return _stream(server, job, body.n, chunk, piece, include_usage, opening)
-    result = await _result(server, job)
+    result = await _result(request, job)
     return {**head, "choices": [
         {"index": i, "message": {"role": "assistant", "content": v.text}, "logprobs": None,
          "finish_reason": finish_reason(v.finish_reason), "copy": copy_json(v)} for i, v in enumerate(result.variants)

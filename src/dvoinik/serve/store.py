@@ -10,7 +10,8 @@ and completed when it ends; rows left "running" by a killed server read "interru
 A document's history is a line of revisions (`head` marks the current one); undo and
 redo move `head`; a new change after an undo drops the revisions ahead of it, as every
 editor does. Edits arriving less than `FOLD_SECONDS` apart fold into one revision, so
-autosave while typing makes one undo step, not one per keystroke.
+autosave while typing makes one undo step, not one per keystroke; a step stops folding
+after `FOLD_SPAN_SECONDS`, so an undo never takes back more than about a minute of typing.
 """
 
 from __future__ import annotations
@@ -25,11 +26,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-FOLD_SECONDS = 5.0
+FOLD_SECONDS = 5.0  # edits this close together are one undo step...
+FOLD_SPAN_SECONDS = 60.0  # ...until the step is this old: an hour of steady typing is not one step
 DEFAULT_NOTE_DEPTH = 3
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS documents (
     id INTEGER PRIMARY KEY,
     title TEXT NOT NULL,
@@ -43,7 +50,8 @@ CREATE TABLE IF NOT EXISTS revisions (
     number INTEGER NOT NULL,
     kind TEXT NOT NULL,
     state TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    created_at REAL NOT NULL,  -- when the revision began
+    updated_at REAL NOT NULL,  -- its last folded edit
     PRIMARY KEY (document_id, number)
 );
 CREATE TABLE IF NOT EXISTS generations (
@@ -89,6 +97,14 @@ class NotFound(Exception):
 
 class NothingToDo(Exception):
     """Nothing to undo or redo."""
+
+
+class Locked(Exception):
+    """Another server has the database open."""
+
+
+class Conflict(Exception):
+    """The document changed since the caller read it; or a reader answers a blind test a second time."""
 
 
 @dataclass(frozen=True)
@@ -202,11 +218,17 @@ class Store:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         self._lock = threading.RLock()
+        self._lock_file: Any = None
+        self.id = ""
 
     @staticmethod
-    def open(path: Path | str) -> Store:
+    def open(path: Path | str, exclusive: bool = False) -> Store:
+        """Open (or create) the database; `exclusive`: refuse if another server holds it (Locked)."""
+        lock = None
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if exclusive:
+                lock = _lock_beside(Path(path))
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
@@ -215,13 +237,20 @@ class Store:
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
         store = Store(db)
-        with store._transaction() as tx:  # a server killed mid-generation left these
+        store._lock_file = lock
+        with store._transaction() as tx:
+            # A server killed mid-generation left these.
             tx.execute("UPDATE generations SET status = 'interrupted' WHERE status = 'running'")
+            # The database's own id: the page keys its drafts by it, so two workspaces served on one port never mix.
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", (secrets.token_hex(8),))
+            store.id = tx.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
         return store
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -229,10 +258,11 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # ---------------------------------------------------------------- documents
 
@@ -242,8 +272,8 @@ class Store:
             cursor = tx.execute("INSERT INTO documents (title, settings, head, created_at, updated_at) VALUES (?, ?, 1, ?, ?)",
                                 (title, json.dumps(settings or {}, ensure_ascii=False), now, now))
             doc_id = int(cursor.lastrowid)
-            tx.execute("INSERT INTO revisions (document_id, number, kind, state, created_at) VALUES (?, 1, 'create', ?, ?)",
-                       (doc_id, _dump(state), now))
+            tx.execute("INSERT INTO revisions (document_id, number, kind, state, created_at, updated_at) "
+                       "VALUES (?, 1, 'create', ?, ?, ?)", (doc_id, _dump(state), now, now))
         return self.document(doc_id)
 
     def documents(self) -> list[dict]:
@@ -266,32 +296,40 @@ class Store:
                         row["head"], last, row["created_at"], row["updated_at"])
 
     def update_document(self, doc_id: int, *, title: str | None = None, settings: dict | None = None,
-                        state: DocumentState | None = None, kind: str = "edit") -> Document:
-        """Rename, store sampler settings, or record a new state (a history step unless it folds into the last edit)."""
+                        state: DocumentState | None = None, kind: str = "edit",
+                        base_revision: int | None = None) -> Document:
+        """Rename, store sampler settings, or record a new state (a history step unless it folds into the last edit).
+
+        With `base_revision`, the change is refused (Conflict) unless the document is still
+        at that revision: another tab, or an undo, changed it since the caller last read it.
+        """
         now = time.time()
         with self._transaction() as tx:
             row = tx.execute("SELECT head FROM documents WHERE id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no document {doc_id}")
             head = row["head"]
+            if base_revision is not None and base_revision != head:
+                raise Conflict(f"document {doc_id} is at revision {head}, not {base_revision}: it was changed "
+                               "elsewhere (another tab, an undo); reload it")
             if title is not None:
                 tx.execute("UPDATE documents SET title = ? WHERE id = ?", (title, doc_id))
             if settings is not None:
                 tx.execute("UPDATE documents SET settings = ? WHERE id = ?", (json.dumps(settings, ensure_ascii=False), doc_id))
             if state is not None:
-                current = tx.execute("SELECT kind, state, created_at FROM revisions WHERE document_id = ? AND number = ?",
-                                     (doc_id, head)).fetchone()
+                current = tx.execute("SELECT kind, state, created_at, updated_at FROM revisions "
+                                     "WHERE document_id = ? AND number = ?", (doc_id, head)).fetchone()
                 if DocumentState.from_json(json.loads(current["state"])) != state:
                     newest = tx.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
                     fold = kind == "edit" and current["kind"] == "edit" and head == newest and \
-                        now - current["created_at"] < FOLD_SECONDS
+                        now - current["updated_at"] < FOLD_SECONDS and now - current["created_at"] < FOLD_SPAN_SECONDS
                     if fold:
-                        tx.execute("UPDATE revisions SET state = ?, created_at = ? WHERE document_id = ? AND number = ?",
+                        tx.execute("UPDATE revisions SET state = ?, updated_at = ? WHERE document_id = ? AND number = ?",
                                    (_dump(state), now, doc_id, head))
                     else:
                         tx.execute("DELETE FROM revisions WHERE document_id = ? AND number > ?", (doc_id, head))
-                        tx.execute("INSERT INTO revisions (document_id, number, kind, state, created_at) VALUES (?, ?, ?, ?, ?)",
-                                   (doc_id, head + 1, kind, _dump(state), now))
+                        tx.execute("INSERT INTO revisions (document_id, number, kind, state, created_at, updated_at) "
+                                   "VALUES (?, ?, ?, ?, ?, ?)", (doc_id, head + 1, kind, _dump(state), now, now))
                         tx.execute("UPDATE documents SET head = ? WHERE id = ?", (head + 1, doc_id))
             tx.execute("UPDATE documents SET updated_at = ? WHERE id = ?", (now, doc_id))
         return self.document(doc_id)
@@ -307,7 +345,7 @@ class Store:
             if not 1 <= target <= newest:
                 raise NothingToDo("nothing to undo" if direction < 0 else "nothing to redo")
             # The revision undone to must not fold the next keystrokes into itself.
-            tx.execute("UPDATE revisions SET created_at = 0 WHERE document_id = ? AND number = ?", (doc_id, target))
+            tx.execute("UPDATE revisions SET updated_at = 0 WHERE document_id = ? AND number = ?", (doc_id, target))
             tx.execute("UPDATE documents SET head = ?, updated_at = ? WHERE id = ?", (target, time.time(), doc_id))
         return self.document(doc_id)
 
@@ -390,11 +428,12 @@ class Store:
                 raise NotFound(f"no blind test {test_id}")
 
     def add_answers(self, test_id: int, answers: list[BlindAnswer]) -> None:
+        """Record one reader's answers; a reader's first submission is final (Conflict on a second)."""
         now = time.time()
         with self._transaction() as tx:
-            # A reader who takes the test again replaces their earlier answers.
-            readers = {a.reader for a in answers}
-            tx.executemany("DELETE FROM blind_answers WHERE test_id = ? AND reader = ?", [(test_id, r) for r in readers])
+            for reader in {a.reader for a in answers}:
+                if tx.execute("SELECT 1 FROM blind_answers WHERE test_id = ? AND reader = ?", (test_id, reader)).fetchone():
+                    raise Conflict(f"{reader!r} has already taken this test; another reader needs another name")
             tx.executemany("INSERT INTO blind_answers (test_id, reader, item, answer, correct, created_at) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
                            [(test_id, a.reader, a.item, a.answer, int(a.correct), now) for a in answers])
@@ -404,6 +443,24 @@ class Store:
             rows = self._db.execute("SELECT reader, item, answer, correct FROM blind_answers WHERE test_id = ? "
                                     "ORDER BY id", (test_id,)).fetchall()
         return [BlindAnswer(r["reader"], r["item"], r["answer"], bool(r["correct"])) for r in rows]
+
+
+def _lock_beside(path: Path) -> Any:
+    """An exclusive lock on `path.lock`, held while the returned file is open (and by nobody after a crash).
+
+    Without it a second server would mark the first one's running generations as interrupted.
+    """
+    handle = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held for the store's life
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; one server per workspace is on the user
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise Locked(f"{path}: another dvoinik serve has this studio open; stop it first") from None
+    return handle
 
 
 def _dump(state: DocumentState) -> str:

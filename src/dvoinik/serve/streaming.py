@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from dvoinik.generation import Decoding, Double, Generation, GenerationError, generate
+from dvoinik.generation import Decoding, Double, Generation, GenerationError, generate, set_style_mix
 from dvoinik.serve.engine import Aborted, Job, Work
 from dvoinik.serve.store import Store, new_generation_id
 
@@ -24,18 +26,37 @@ def generation_work(prompt: str, decoding: Decoding, n: int = 1, guard: int = 0,
     return work
 
 
+def with_style_mix(weights: dict[str, float], work: Work) -> Work:
+    """`work` run after making `weights` the double's mix (in the model's thread, between generations)."""
+    def mixed(double: Double, job: Job) -> Any:
+        set_style_mix(double, weights)
+        return work(double, job)
+
+    return mixed
+
+
 def submit_logged(server: Server, source: str, prompt: str, decoding: Decoding, n: int, guard: int,
-                  stream: bool = True, document_id: int | None = None, work: Work | None = None,
-                  settings: dict | None = None) -> Job:
+                  stream: bool = True, document_id: int | None = None, settings: dict | None = None,
+                  style: dict[str, float] | None = None) -> Job:
     """Queue a generation (Busy: 503) and log it under the job's id: "running" now, its outcome when it ends.
 
     The outcome is written from the job's future, not by the request, so a client that
     goes away mid-stream still leaves its variants (cut where the abort landed) in the log.
+    A server of a style mix sets the mix for every job (the request's, else the one it was
+    started with), so one request's sliders never leak into the next.
     """
-    job = server.engine.submit(work or generation_work(prompt, decoding, n, guard, stream), new_generation_id())
+    work = generation_work(prompt, decoding, n, guard, stream)
+    if server.engine.double.styles:
+        work = with_style_mix(style or server.style, work)
+    job = server.engine.submit(work, new_generation_id())
     logged = settings if settings is not None else {**asdict(decoding), "stop": list(decoding.stop), "n": n,
                                                      "guard": guard}
-    server.store.log_start(source, prompt, logged, decoding.seed, server.engine.double.checkpoint, document_id, job.id)
+    try:
+        server.store.log_start(source, prompt, logged, decoding.seed, server.engine.double.checkpoint, document_id,
+                               job.id)
+    except Exception:
+        job.abort()  # unlogged work is work for nobody
+        raise
     job.future.add_done_callback(lambda future: log_outcome(server.store, job.id, future))
     return job
 
@@ -53,6 +74,27 @@ def log_outcome(store: Store, generation_id: str, future: Any) -> None:
     aborted = any(v.finish_reason == "abort" for v in result.variants)
     # A style mix is named when the job makes it, so the checkpoint comes from the result.
     store.log_finish(generation_id, "aborted" if aborted else "done", result.to_json()["variants"], result.checkpoint)
+
+
+@asynccontextmanager
+async def aborted_if_client_leaves(request: Any, job: Job, poll_seconds: float = 0.25) -> AsyncIterator[None]:
+    """While the body runs, abort `job` if the client hangs up: nobody would read a whole answer written for nobody.
+
+    (Streams notice a closed connection by themselves; a request waiting for a whole answer
+    has to look.)
+    """
+    async def watch() -> None:
+        while not job.future.done():
+            if await request.is_disconnected():
+                job.abort()
+                return
+            await asyncio.sleep(poll_seconds)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
 
 
 def sse(data: Any, event: str | None = None) -> str:

@@ -12,21 +12,22 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from dvoinik.generation import PRESET_VALUES, Double, Generation, decoding_for, random_seed, set_style_mix
+from dvoinik.generation import PRESET_VALUES, decoding_for, random_seed
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.context import Context, build_context
-from dvoinik.serve.engine import Job, Work
 from dvoinik.serve.store import Document, DocumentState, NotFound, NothingToDo, WorldInfo
-from dvoinik.serve.streaming import generation_work, job_stream, sse, submit_logged
+from dvoinik.serve.streaming import job_stream, sse, submit_logged
 from dvoinik.workspace import PRESETS
 
 router = APIRouter(prefix="/studio/api", tags=["studio"])
 
 Title = Annotated[str, Field(min_length=1, max_length=200)]
+RowId = Annotated[int, FastAPIPath(ge=1, lt=2**63)]  # SQLite's integers: beyond them a lookup would fail, not miss
 Short = Annotated[str, Field(max_length=20_000)]
 Key = Annotated[str, Field(max_length=200)]
 
@@ -60,6 +61,7 @@ class Sampler(Strict):
 
 
 class DocumentIn(Strict):
+    base_revision: Annotated[int, Field(ge=1)] | None = None  # refuse the change if the document moved on
     title: Title | None = None
     text: str | None = None
     memory: Short | None = None
@@ -99,7 +101,8 @@ def _check_length(server: Server, name: str, text: str | None) -> None:
 def info(request: Request) -> dict:
     server = server_of(request)
     return {
-        "checkpoint": server.engine.double.checkpoint, "context_tokens": server.context_tokens,
+        "store_id": server.store.id, "checkpoint": server.engine.double.checkpoint,
+        "context_tokens": server.context_tokens,
         "max_new_tokens": server.settings.max_new_tokens, "max_variants": server.settings.max_variants,
         "max_text_chars": server.settings.max_text_chars,
         "presets": PRESET_VALUES, "defaults": {"preset": server.generate.preset, "n": min(3, server.settings.max_variants),
@@ -127,12 +130,12 @@ def create_document(request: Request, body: NewDocument) -> dict:
 
 
 @router.get("/documents/{doc_id}")
-def get_document(request: Request, doc_id: int) -> dict:
+def get_document(request: Request, doc_id: RowId) -> dict:
     return _found(server_of(request).store.document, doc_id).to_json()
 
 
 @router.patch("/documents/{doc_id}")
-def update_document(request: Request, doc_id: int, body: DocumentIn) -> dict:
+def update_document(request: Request, doc_id: RowId, body: DocumentIn) -> dict:
     server = server_of(request)
     _check_length(server, "text", body.text)
     current: Document = _found(server.store.document, doc_id)
@@ -145,16 +148,17 @@ def update_document(request: Request, doc_id: int, body: DocumentIn) -> dict:
         state = replace(state, world_info=tuple(WorldInfo.from_json(w.model_dump()) for w in body.world_info))
     settings = body.settings.model_dump(exclude_none=True) if body.settings is not None else None
     return server.store.update_document(doc_id, title=body.title, settings=settings,
-                                        state=state if state != current.state else None).to_json()
+                                        state=state if state != current.state else None,
+                                        base_revision=body.base_revision).to_json()
 
 
 @router.post("/documents/{doc_id}/undo")
-def undo(request: Request, doc_id: int) -> dict:
+def undo(request: Request, doc_id: RowId) -> dict:
     return _step(request, doc_id, -1)
 
 
 @router.post("/documents/{doc_id}/redo")
-def redo(request: Request, doc_id: int) -> dict:
+def redo(request: Request, doc_id: RowId) -> dict:
     return _step(request, doc_id, +1)
 
 
@@ -166,13 +170,13 @@ def _step(request: Request, doc_id: int, direction: int) -> dict:
 
 
 @router.delete("/documents/{doc_id}", status_code=204)
-def delete_document(request: Request, doc_id: int) -> Response:
+def delete_document(request: Request, doc_id: RowId) -> Response:
     _found(server_of(request).store.delete_document, doc_id)
     return Response(status_code=204)
 
 
 @router.get("/documents/{doc_id}/export")
-def export_document(request: Request, doc_id: int, format: Literal["txt", "md"] = "txt") -> Response:
+def export_document(request: Request, doc_id: RowId, format: Literal["txt", "md"] = "txt") -> Response:
     doc: Document = _found(server_of(request).store.document, doc_id)
     if format == "md":
         body = f"# {doc.title}\n\n" + doc.state.text.strip() + "\n"
@@ -200,28 +204,15 @@ def _context(server: Server, state: DocumentState, max_new_tokens: int) -> Conte
 
 
 @router.get("/documents/{doc_id}/context")
-def context_meter(request: Request, doc_id: int, max_new_tokens: Annotated[int | None, Query(ge=1)] = None) -> dict:
+def context_meter(request: Request, doc_id: RowId, max_new_tokens: Annotated[int | None, Query(ge=1)] = None) -> dict:
     server = server_of(request)
     doc: Document = _found(server.store.document, doc_id)
     wanted = max_new_tokens or doc.settings.get("max_new_tokens") or server.generate.max_new_tokens
     return _context(server, doc.state, min(wanted, server.context_tokens // 2)).to_json()
 
 
-def with_style_mix(weights: dict[str, float], work: Work) -> Work:
-    """`work` run after making `weights` the double's mix (in the model's thread, between generations)."""
-    def mixed(double: Double, job: Job) -> Any:
-        set_style_mix(double, weights)
-        return work(double, job)
-
-    return mixed
-
-
-def variant_json(generation: Generation) -> list[dict]:
-    return generation.to_json()["variants"]
-
-
 @router.post("/documents/{doc_id}/generate")
-async def generate_variants(request: Request, doc_id: int, body: Sampler) -> StreamingResponse:
+async def generate_variants(request: Request, doc_id: RowId, body: Sampler) -> StreamingResponse:
     server = server_of(request)
     doc: Document = _found(server.store.document, doc_id)
     n = body.n or server.generate.variants
@@ -244,20 +235,17 @@ async def generate_variants(request: Request, doc_id: int, body: Sampler) -> Str
                                                        "repetition_penalty"}))
     guard = server.generate.guard if body.guard is None else body.guard
     context = await run_in_threadpool(_context, server, doc.state, max_new)  # tokenizing a novel takes a moment
-    work = generation_work(context.prompt, decoding, n, guard)
-    if body.style:
-        work = with_style_mix(body.style, work)
     settings = {**body.model_dump(exclude_none=True), "preset": decoding.preset, "n": n, "max_new_tokens": max_new,
                 "guard": guard}
     # The job's id is the log's, so the page aborts and picks by the one id it was given.
-    job = submit_logged(server, "studio", context.prompt, decoding, n, guard, document_id=doc_id, work=work,
-                        settings=settings)
+    job = submit_logged(server, "studio", context.prompt, decoding, n, guard, document_id=doc_id, settings=settings,
+                        style=body.style)
 
     def encode(event: tuple) -> list[str]:
         if event[0] == "text":
             return [sse({"variant": event[1], "text": event[2]}, "text")]
         if event[0] == "done":
-            return [sse({"generation_id": job.id, "variants": variant_json(event[1])}, "done")]
+            return [sse({"generation_id": job.id, "variants": event[1].to_json()["variants"]}, "done")]
         return [sse({"msg": event[1]}, "error")]
 
     async def stream() -> Any:
@@ -295,7 +283,7 @@ def choose(request: Request, generation_id: str, body: Choice) -> dict:
 
 
 @router.get("/generations")
-def generation_log(request: Request, document: int | None = None,
+def generation_log(request: Request, document: Annotated[int | None, Query(ge=1, lt=2**63)] = None,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict]:
     return [g.to_json() for g in server_of(request).store.generations(document, limit)]
 

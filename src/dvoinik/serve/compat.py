@@ -1,0 +1,61 @@
+"""What the KoboldAI and OpenAI APIs share: a client's sampler fields as a Decoding, the server's limits, copy scores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+
+from dvoinik.generation import PRESET_VALUES, Decoding, Variant, decoding_for, random_seed
+from dvoinik.serve.app import Server
+
+MAX_STOP_STRINGS = 64
+
+
+def client_decoding(server: Server, temperature: float | None, max_new_tokens: int, seed: int | None,
+                    stop: tuple[str, ...] = (), **samplers: Any) -> Decoding:
+    """The server's preset under what a client gave (None = not given); shared by the KoboldAI and OpenAI APIs.
+
+    A temperature of 0 means greedy decoding. Any other temperature means sampling: on the
+    server's preset if it samples, else on `coherent` (a client that sets a temperature
+    expects it to count, and greedy or beam search would ignore it).
+    """
+    preset = server.generate.preset
+    chosen: dict[str, Any] = {}
+    if temperature == 0:
+        preset = "greedy"
+    elif temperature is not None:
+        if not PRESET_VALUES[preset].get("do_sample", False):
+            preset = "coherent"
+        chosen["temperature"] = temperature
+    # Seeds are kept modulo 2**63: OpenAI's may be any 64-bit integer, the log's SQLite integers are signed.
+    return decoding_for(preset, max_new_tokens=max_new_tokens, stop=stop,
+                        seed=random_seed() if seed is None else seed % 2**63, **chosen, **samplers)
+
+
+def invalid(field_name: str, message: str) -> RequestValidationError:
+    """A field error in the shape the app gives pydantic's (KoboldAI: 422 `{"detail": {field: [msg]}}`)."""
+    return RequestValidationError([{"loc": ("body", field_name), "msg": message, "type": "value_error"}])
+
+
+def check_variants(server: Server, n: int, name: str) -> None:
+    if n > server.settings.max_variants:
+        raise invalid(name, f"this server writes at most {server.settings.max_variants} variants per request "
+                            "([serve] max_variants)")
+
+
+def check_new_tokens(server: Server, max_new_tokens: int, name: str) -> None:
+    if max_new_tokens > server.settings.max_new_tokens:
+        raise invalid(name, f"this server writes at most {server.settings.max_new_tokens} tokens per request "
+                            "([serve] max_new_tokens)")
+
+
+def check_text(server: Server, chars: int, name: str) -> None:
+    if chars > server.settings.max_text_chars:
+        raise invalid(name, f"the text is {chars} characters; this server takes at most "
+                            f"{server.settings.max_text_chars} ([serve] max_text_chars)")
+
+
+def copy_json(variant: Variant) -> dict | None:
+    return asdict(variant.copy) if variant.copy else None
