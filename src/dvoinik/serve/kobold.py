@@ -1,6 +1,6 @@
 """The KoboldAI-compatible API: KoboldAI United's `/api/v1/...` and KoboldCpp's `/api/extra/...`.
 
-Clients such as KoboldAI Lite and SillyTavern talk to the double as they would to KoboldCpp:
+Clients such as SillyTavern talk to the double as they would to KoboldCpp:
 
     POST /api/v1/generate          {"prompt": "...", "max_length": 80, "temperature": 0.7, ...}
                                    → {"results": [{"text": "continuation only", "finish_reason": "length"}]}
