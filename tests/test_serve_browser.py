@@ -27,6 +27,17 @@ PARAGRAPH = ("Анна вышла к реке, когда над водой ещ
              "той же верёвкой, что и прошлой осенью.")
 API_KEY = "browser-test-key"
 TIMEOUT_MS = 20_000  # a slow CI machine writes 3 × 64 tokens with the micro model in a second or two
+# Holds back the page's requests whose URL matches `window.__slow` (a regex) for `window.__slowMs`:
+# a slow server, without slowing the real one down.
+SLOW_FETCH = """(() => {
+  const original = window.fetch;
+  window.fetch = async (input, init) => {
+    if (window.__slow && new RegExp(window.__slow).test(String(input))) {
+      await new Promise((resolve) => setTimeout(resolve, window.__slowMs ?? 1000));
+    }
+    return original(input, init);
+  };
+})();"""
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +92,35 @@ def new_document(page: Page, title: str, text: str) -> None:
 
 def meter_tokens(page: Page, part: str) -> int:
     return int(page.get_by_test_id(f"meter-{part}").get_attribute("data-tokens"))
+
+
+def current_id(page: Page) -> str:
+    return page.locator("[data-testid=doc-item][aria-current=page]").get_attribute("data-id")
+
+
+def server_document(page: Page, doc_id: str) -> dict:
+    return page.evaluate(f"fetch('/studio/api/documents/{doc_id}').then(r => r.json())")
+
+
+def store_id(page: Page) -> str:
+    return page.evaluate("fetch('/studio/api/info').then(r => r.json())")["store_id"]
+
+
+def reload(page: Page) -> None:
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+def answer_all(reader: Page, single: str, pair: str) -> dict[str, int]:
+    """Answer every item of a blind test on the reader's page; how many of each kind there were."""
+    answered = {"single": 0, "pair": 0}
+    while reader.get_by_test_id("reader-item").is_visible():
+        is_single = reader.get_by_test_id("reader-continuation").is_visible()
+        expect(reader.locator("legend#question")).to_have_text(
+            "Писатель или двойник?" if is_single else "Какой из двух — писатель?")
+        answered["single" if is_single else "pair"] += 1
+        reader.get_by_test_id(f"answer-{single if is_single else pair}").click()
+    return answered
 
 
 def test_write_continue_pick_undo_context_reload_and_english(context, base_url):
@@ -189,18 +229,34 @@ def test_blind_test_created_taken_and_scored(context, base_url):
     expect(reader.locator("body")).to_have_attribute("data-ready", "true")
     reader.get_by_test_id("reader-name").fill("Маша")
     reader.get_by_test_id("reader-start").click()
-    answered = {"single": 0, "pair": 0}
-    while reader.get_by_test_id("reader-item").is_visible():
-        single = reader.get_by_test_id("reader-continuation").is_visible()
-        expect(reader.locator("legend#question")).to_have_text(
-            "Писатель или двойник?" if single else "Какой из двух — писатель?")
-        answered["single" if single else "pair"] += 1
-        reader.get_by_test_id("answer-writer" if single else "answer-a").click()
+    answered = answer_all(reader, "writer", "a")
     assert answered["single"] >= 1 and answered["pair"] >= 1
     total = answered["single"] + answered["pair"]
     reader.get_by_test_id("reader-submit").click()
     expect(reader.get_by_test_id("reader-score")).to_have_text(re.compile(rf"Верно \d+ из {total} \(\d+\s?%\)"))
-    expect(reader.get_by_test_id("reader-result-item")).to_have_count(total)
+    # The score only: which passages were the writer's stays hidden, and the page says why.
+    expect(reader.get_by_test_id("reader-hidden")).to_contain_text("смогут пройти и другие читатели")
+    assert "писатель —" not in reader.get_by_test_id("reader-result").inner_text()
+
+    # The next reader on the same page starts afresh: nothing of Маша's result is left on the screen.
+    reader.get_by_test_id("reader-again").click()
+    expect(reader.get_by_test_id("reader-intro")).to_be_visible()
+    expect(reader.get_by_test_id("reader-name")).to_have_value("")
+    expect(reader.get_by_test_id("reader-score")).to_have_text("")
+    expect(reader.get_by_test_id("reader-result")).to_be_hidden()
+    # A name already used is refused; the answers are kept while the reader picks another.
+    reader.get_by_test_id("reader-name").fill("Маша")
+    reader.get_by_test_id("reader-start").click()
+    answer_all(reader, "double", "b")
+    reader.get_by_test_id("reader-submit").click()
+    expect(reader.get_by_test_id("reader-error")).to_have_text(re.compile(r"Имя «Маша» в этом тесте уже есть"))
+    expect(reader.get_by_test_id("reader-intro")).to_be_visible()
+    reader.get_by_test_id("reader-name").fill("Петя")
+    reader.get_by_test_id("reader-start").click()
+    expect(reader.get_by_test_id("reader-review")).to_be_visible()
+    expect(reader.get_by_test_id("reader-error")).to_be_hidden()
+    reader.get_by_test_id("reader-submit").click()
+    expect(reader.get_by_test_id("reader-score")).to_have_text(re.compile(rf"Верно \d+ из {total} "))
 
     # The studio shows the result: accuracy and its confidence interval, overall and for the reader.
     page.bring_to_front()
@@ -209,7 +265,9 @@ def test_blind_test_created_taken_and_scored(context, base_url):
     expect(overall).to_be_visible()
     expect(overall.get_by_test_id("accuracy")).to_have_text(re.compile(r"\d+\s?%"))
     expect(overall.get_by_test_id("ci")).to_have_text(re.compile(r"\d+\s?%–\d+\s?%"))
-    expect(test_card.get_by_test_id("blind-row-reader")).to_contain_text("Маша")
+    expect(test_card.get_by_test_id("blind-row-reader")).to_have_count(2)
+    expect(test_card.get_by_test_id("blind-row-reader").filter(has_text="Маша")).to_have_count(1)
+    expect(test_card.get_by_test_id("blind-row-reader").filter(has_text="Петя")).to_have_count(1)
     expect(test_card.get_by_test_id("blind-chance")).to_contain_text("50")
     assert errors == []
 
@@ -218,7 +276,8 @@ def test_typing_survives_an_unreachable_server(context, base_url):
     """Saves fail while the server is away: the text waits in localStorage and is saved on return."""
     page, errors = open_studio(context, base_url)
     new_document(page, "Черновик", "Начало.")
-    doc_id = page.locator("[data-testid=doc-item][aria-current=page]").get_attribute("data-id")
+    doc_id = current_id(page)
+    draft_key = f"dvoinik.draft.{store_id(page)}.{doc_id}"
     page.route(re.compile(r".*/studio/api/documents/\d+$"),
                lambda route: route.abort() if route.request.method == "PATCH" else route.continue_())
     page.get_by_test_id("editor").fill("Начало. Написано, пока сервер лежал.")
@@ -226,14 +285,160 @@ def test_typing_survives_an_unreachable_server(context, base_url):
     expect(page.get_by_test_id("save-state")).to_have_text("Не сохранено — сервер недоступен")
 
     # Reload while it is still away: the draft comes back from the browser, and is saved once it can be.
-    page.reload()
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    assert "Написано, пока сервер лежал" in page.evaluate(f"localStorage.getItem('{draft_key}')")
+    reload(page)
     expect(page.get_by_test_id("editor")).to_have_value("Начало. Написано, пока сервер лежал.")
+    expect(page.get_by_test_id("draft-bar")).to_be_hidden()  # made on the revision the server still has
     page.unroute(re.compile(r".*/studio/api/documents/\d+$"))
     saved(page)
-    stored = page.evaluate(f"fetch('/studio/api/documents/{doc_id}').then(r => r.json())")
-    assert stored["text"] == "Начало. Написано, пока сервер лежал."
-    assert page.evaluate(f"localStorage.getItem('dvoinik.draft.{doc_id}')") is None
+    assert server_document(page, doc_id)["text"] == "Начало. Написано, пока сервер лежал."
+    assert page.evaluate(f"localStorage.getItem('{draft_key}')") is None
+    assert errors == []
+
+
+def test_drafts_belong_to_their_server_and_wait_when_the_document_moved_on(context, base_url):
+    page, errors = open_studio(context, base_url)
+    new_document(page, "Чей черновик", "Текст на сервере.")
+    doc_id = current_id(page)
+    revision = server_document(page, doc_id)["version"]
+    key = f"dvoinik.draft.{store_id(page)}.{doc_id}"
+
+    def put_draft(storage_key: str, text: str, at_revision: int) -> None:
+        page.evaluate("([key, text, version]) => localStorage.setItem(key, JSON.stringify("
+                      "{fields: {text}, version, at: Date.now()}))", [storage_key, text, at_revision])
+
+    # Another workspace's server on this port had a document of the same number; and an old draft
+    # keyed by the number alone: neither is this document's, and neither is put into it.
+    put_draft(f"dvoinik.draft.0123456789abcdef.{doc_id}", "Чужой текст.", revision)
+    put_draft(f"dvoinik.draft.{doc_id}", "Совсем старый текст.", revision)
+    reload(page)
+    expect(page.get_by_test_id("editor")).to_have_value("Текст на сервере.")
+    expect(page.get_by_test_id("draft-bar")).to_be_hidden()
+
+    # This server's draft, made on a revision the document has since left: shown, not applied.
+    put_draft(key, "Мой черновик.", revision - 1)
+    reload(page)
+    expect(page.get_by_test_id("draft-bar")).to_be_visible()
+    expect(page.get_by_test_id("draft-message")).to_contain_text("документ на сервере с тех пор изменился")
+    expect(page.get_by_test_id("draft-text")).to_have_value("Мой черновик.")
+    expect(page.get_by_test_id("editor")).to_have_value("Текст на сервере.")
+    saved(page)
+    assert server_document(page, doc_id)["text"] == "Текст на сервере."
+    # The writer chooses it: it replaces the server's text.
+    page.get_by_test_id("draft-restore").click()
+    expect(page.get_by_test_id("draft-bar")).to_be_hidden()
+    expect(page.get_by_test_id("editor")).to_have_value("Мой черновик.")
+    saved(page)
+    assert server_document(page, doc_id)["text"] == "Мой черновик."
+
+    # A stale draft of what the server already has is dropped without a word.
+    put_draft(key, "Мой черновик.", revision - 1)
+    reload(page)
+    expect(page.get_by_test_id("draft-bar")).to_be_hidden()
+    assert page.evaluate(f"localStorage.getItem('{key}')") is None
+
+    # ...and one the writer does not want is discarded.
+    put_draft(key, "Лишний черновик.", revision - 1)
+    reload(page)
+    page.get_by_test_id("draft-discard").click()
+    expect(page.get_by_test_id("draft-bar")).to_be_hidden()
+    reload(page)
+    expect(page.get_by_test_id("draft-bar")).to_be_hidden()
+    expect(page.get_by_test_id("editor")).to_have_value("Мой черновик.")
+    assert errors == []
+
+
+def test_a_stale_tab_does_not_overwrite_and_keeps_its_text_as_a_draft(context, base_url):
+    a, errors = open_studio(context, base_url)
+    a.get_by_test_id("doc-new").click()
+    expect(a.get_by_test_id("doc-title")).to_be_focused()
+    a.get_by_test_id("doc-title").fill("Две вкладки")
+    saved(a)
+    doc_id = current_id(a)
+    b, errors_b = open_studio(context, base_url)  # the same document, in a second tab
+    expect(b.get_by_test_id("doc-title")).to_have_value("Две вкладки")
+
+    a.get_by_test_id("editor").fill("Текст из вкладки A.")
+    saved(a)
+    b.get_by_test_id("editor").fill("Текст из вкладки B.")  # B has not seen A's text
+    expect(b.get_by_test_id("draft-bar")).to_be_visible()
+    expect(b.get_by_test_id("draft-message")).to_contain_text("Документ изменили в другом месте")
+    expect(b.get_by_test_id("editor")).to_have_value("Текст из вкладки A.")  # B now shows the server's version
+    expect(b.get_by_test_id("draft-text")).to_have_value("Текст из вкладки B.")
+    saved(b)
+    assert server_document(b, doc_id)["text"] == "Текст из вкладки A."  # A's text was not overwritten
+    kept = b.evaluate(f"JSON.parse(localStorage.getItem('dvoinik.kept.{store_id(b)}.{doc_id}'))")
+    assert kept["fields"] == {"text": "Текст из вкладки B."}
+    b.get_by_test_id("lang-en").click()
+    expect(b.get_by_test_id("draft-message")).to_contain_text("The document was changed elsewhere")
+    expect(b.get_by_test_id("draft-restore")).to_have_text("Restore my version")
+
+    # B's writer takes their version back: it is saved on top of A's.
+    b.get_by_test_id("draft-restore").click()
+    expect(b.get_by_test_id("draft-bar")).to_be_hidden()
+    expect(b.get_by_test_id("editor")).to_have_value("Текст из вкладки B.")
+    saved(b)
+    assert server_document(b, doc_id)["text"] == "Текст из вкладки B."
+    assert b.evaluate(f"localStorage.getItem('dvoinik.kept.{store_id(b)}.{doc_id}')") is None
+    assert errors == [] and errors_b == []
+
+
+def test_a_stale_tab_is_refused_after_an_edit_folded_into_the_revision(context, base_url):
+    a, _ = open_studio(context, base_url)
+    new_document(a, "Складка", "Первая строка.")
+    doc_id = current_id(a)
+    b, _ = open_studio(context, base_url)
+    expect(b.get_by_test_id("editor")).to_have_value("Первая строка.")
+    a.get_by_test_id("editor").fill("Первая строка. Вторая, из A.")  # folds into the revision B has
+    saved(a)
+    b.get_by_test_id("editor").fill("Первая строка. Из B.")
+    saved(b)  # refused (the version moved on with A's folded edit) and set aside
+    assert server_document(b, doc_id)["text"] == "Первая строка. Вторая, из A."
+    expect(b.get_by_test_id("draft-bar")).to_be_visible()
+
+
+def test_typing_during_a_slow_pick_or_undo_is_not_lost(context, base_url):
+    context.add_init_script(SLOW_FETCH)
+    page, errors = open_studio(context, base_url)
+    new_document(page, "Медленно", PARAGRAPH)
+    doc_id = current_id(page)
+    editor = page.get_by_test_id("editor")
+    page.get_by_test_id("tab-sampler").click()
+    page.get_by_test_id("max-new-tokens").fill("12")
+    page.get_by_test_id("n").fill("1")
+    page.get_by_test_id("continue").click()
+    expect(page.locator("[data-testid=variant][data-state=done]")).to_have_count(1)
+    variant = page.get_by_test_id("variant-text").inner_text()
+
+    # Typed just before the pick, its autosave not yet due: saved first, and the variant goes after it.
+    page.evaluate("window.__slow = '/choose$'")
+    editor.fill(PARAGRAPH + " Ещё.")
+    page.get_by_test_id("pick").click()
+    # While the pick is on its way, the text cannot be typed into; the title can, and is kept.
+    expect(editor).not_to_be_editable()
+    editor.click()
+    page.keyboard.type("потерялось")
+    page.get_by_test_id("doc-title").fill("Медленно, но верно")
+    expect(page.get_by_test_id("variant")).to_have_count(0)
+    expect(editor).to_be_editable()
+    expect(editor).to_have_value(PARAGRAPH + " Ещё." + variant)
+    expect(page.get_by_test_id("doc-title")).to_have_value("Медленно, но верно")
+    saved(page)
+    stored = server_document(page, doc_id)
+    assert stored["text"] == PARAGRAPH + " Ещё." + variant  # no autosave took the variant away
+    assert stored["title"] == "Медленно, но верно"
+
+    # Typed just before an undo: saved first, so the undo takes back that typing, not the pick.
+    page.evaluate("window.__slow = '/(undo|redo)$'")
+    editor.fill(PARAGRAPH + " Ещё." + variant + " Потом.")
+    page.get_by_test_id("undo").click()
+    expect(editor).not_to_be_editable()
+    expect(editor).to_be_editable()
+    expect(editor).to_have_value(PARAGRAPH + " Ещё." + variant)
+    page.get_by_test_id("redo").click()
+    expect(editor).to_have_value(PARAGRAPH + " Ещё." + variant + " Потом.")
+    saved(page)
+    assert server_document(page, doc_id)["text"] == PARAGRAPH + " Ещё." + variant + " Потом."
     assert errors == []
 
 

@@ -127,14 +127,18 @@ def test_a_second_server_cannot_open_a_studio_in_use(tmp_path: Path) -> None:
     Store.open(tmp_path / "s.sqlite3", exclusive=True).close()  # free again once the first has closed
 
 
-def test_a_conflicting_edit_is_refused(tmp_path: Path) -> None:
+def test_a_conflicting_edit_is_refused_even_when_the_other_folded_into_one_step(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s.sqlite3")
     doc = store.create_document("t", DocumentState(text="a"))
-    moved = store.update_document(doc.id, state=DocumentState(text="ab"), kind="append", base_revision=1)
-    assert moved.revision == 2
-    with pytest.raises(Conflict, match="revision 2, not 1"):
-        store.update_document(doc.id, state=DocumentState(text="stale"), base_revision=1)
-    assert store.document(doc.id).state.text == "ab"
+    first = store.update_document(doc.id, state=DocumentState(text="ab"), base_version=doc.version)
+    folded = store.update_document(doc.id, state=DocumentState(text="abc"), base_version=first.version)
+    assert folded.revision == first.revision and folded.version == first.version + 1
+    with pytest.raises(Conflict, match=f"version {folded.version}, not {first.version}"):
+        store.update_document(doc.id, state=DocumentState(text="stale tab"), base_version=first.version)
+    assert store.document(doc.id).state.text == "abc"
+    renamed = store.update_document(doc.id, title="новое", base_version=first.version)  # not content: no conflict
+    assert renamed.title == "новое" and renamed.version == folded.version
+    assert store.step(doc.id, -1).version == folded.version + 1  # an undo moves the content on too
 
 
 def test_an_undo_step_never_holds_more_than_a_minute_of_typing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

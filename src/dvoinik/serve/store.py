@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS documents (
     title TEXT NOT NULL,
     settings TEXT NOT NULL DEFAULT '{}',
     head INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,  -- moves on with every change of the content, folded edits and undo too
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -155,10 +156,11 @@ class Document:
     revisions: int
     created_at: float
     updated_at: float
+    version: int = 1
 
     def to_json(self) -> dict:
         return {"id": self.id, "title": self.title, **self.state.to_json(), "settings": self.settings,
-                "revision": self.revision, "can_undo": self.revision > 1, "can_redo": self.revision < self.revisions,
+                "revision": self.revision, "version": self.version, "can_undo": self.revision > 1, "can_redo": self.revision < self.revisions,
                 "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
 
 
@@ -293,25 +295,27 @@ class Store:
                                      (doc_id, row["head"])).fetchone()["state"]
             last = self._db.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
         return Document(row["id"], row["title"], DocumentState.from_json(json.loads(state)), json.loads(row["settings"]),
-                        row["head"], last, row["created_at"], row["updated_at"])
+                        row["head"], last, row["created_at"], row["updated_at"], row["version"])
 
     def update_document(self, doc_id: int, *, title: str | None = None, settings: dict | None = None,
                         state: DocumentState | None = None, kind: str = "edit",
-                        base_revision: int | None = None) -> Document:
+                        base_version: int | None = None) -> Document:
         """Rename, store sampler settings, or record a new state (a history step unless it folds into the last edit).
 
-        With `base_revision`, the change is refused (Conflict) unless the document is still
-        at that revision: another tab, or an undo, changed it since the caller last read it.
+        With `base_version`, a new state is refused (Conflict) unless the document's content
+        is still at that version: another tab, or an undo, changed it since the caller read it.
+        (Versions move on with every change of the content, folded edits included; revisions
+        count undo steps.)
         """
         now = time.time()
         with self._transaction() as tx:
-            row = tx.execute("SELECT head FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            row = tx.execute("SELECT head, version FROM documents WHERE id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no document {doc_id}")
             head = row["head"]
-            if base_revision is not None and base_revision != head:
-                raise Conflict(f"document {doc_id} is at revision {head}, not {base_revision}: it was changed "
-                               "elsewhere (another tab, an undo); reload it")
+            if state is not None and base_version is not None and base_version != row["version"]:
+                raise Conflict(f"document {doc_id} is at version {row['version']}, not {base_version}: it was "
+                               "changed elsewhere (another tab, an undo); reload it")
             if title is not None:
                 tx.execute("UPDATE documents SET title = ? WHERE id = ?", (title, doc_id))
             if settings is not None:
@@ -320,6 +324,7 @@ class Store:
                 current = tx.execute("SELECT kind, state, created_at, updated_at FROM revisions "
                                      "WHERE document_id = ? AND number = ?", (doc_id, head)).fetchone()
                 if DocumentState.from_json(json.loads(current["state"])) != state:
+                    tx.execute("UPDATE documents SET version = version + 1 WHERE id = ?", (doc_id,))
                     newest = tx.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
                     fold = kind == "edit" and current["kind"] == "edit" and head == newest and \
                         now - current["updated_at"] < FOLD_SECONDS and now - current["created_at"] < FOLD_SPAN_SECONDS
@@ -346,7 +351,8 @@ class Store:
                 raise NothingToDo("nothing to undo" if direction < 0 else "nothing to redo")
             # The revision undone to must not fold the next keystrokes into itself.
             tx.execute("UPDATE revisions SET updated_at = 0 WHERE document_id = ? AND number = ?", (doc_id, target))
-            tx.execute("UPDATE documents SET head = ?, updated_at = ? WHERE id = ?", (target, time.time(), doc_id))
+            tx.execute("UPDATE documents SET head = ?, version = version + 1, updated_at = ? WHERE id = ?",
+                       (target, time.time(), doc_id))
         return self.document(doc_id)
 
     def delete_document(self, doc_id: int) -> None:

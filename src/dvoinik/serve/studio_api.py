@@ -61,7 +61,7 @@ class Sampler(Strict):
 
 
 class DocumentIn(Strict):
-    base_revision: Annotated[int, Field(ge=1)] | None = None  # refuse the change if the document moved on
+    base_version: Annotated[int, Field(ge=1)] | None = None  # refuse a new content if the document moved on
     title: Title | None = None
     text: str | None = None
     memory: Short | None = None
@@ -149,7 +149,7 @@ def update_document(request: Request, doc_id: RowId, body: DocumentIn) -> dict:
     settings = body.settings.model_dump(exclude_none=True) if body.settings is not None else None
     return server.store.update_document(doc_id, title=body.title, settings=settings,
                                         state=state if state != current.state else None,
-                                        base_revision=body.base_revision).to_json()
+                                        base_version=body.base_version).to_json()
 
 
 @router.post("/documents/{doc_id}/undo")

@@ -1,5 +1,6 @@
-// The reader's page of a blind test: /blind/{token}. One item at a time, no answers shown until
-// the end; the token in the address is the only permission it needs (docs/studio-api.md).
+// The reader's page of a blind test: /blind/{token}. One item at a time; at the end the reader
+// sees the score only, never which passages were the writer's, so the same link can go on to the
+// next reader. The token in the address is the only permission it needs (docs/studio-api.md).
 
 import { applyI18n, formatP, formatPercent, getLang, onLangChange, setLang, t } from './i18n.js';
 
@@ -37,6 +38,16 @@ function fail(message) {
   $('#reader-loading').hidden = true;
   $('#reader-error').textContent = message;
   $('#reader-error').hidden = false;
+}
+
+function clearError() {
+  $('#reader-error').hidden = true;
+  $('#reader-error').textContent = '';
+}
+
+/** Positions of the items not answered yet. */
+function unanswered() {
+  return state.test.items.flatMap((item, position) => (state.answers[item.index] ? [] : [position]));
 }
 
 /** Prose as paragraphs, so long passages read like a page and not like one block. */
@@ -104,22 +115,43 @@ function back() {
 
 async function submit() {
   if (state.sending) return;
+  clearError();
+  const missing = unanswered();
+  if (missing.length) { // the server takes every item or none (422)
+    state.position = missing[0];
+    remember();
+    render();
+    fail(t('reader.unanswered', { n: missing.length }));
+    return;
+  }
   state.sending = true;
   $('#submit').disabled = true;
-  $('#reader-error').hidden = true;
-  const answers = state.test.items.map((item) => ({ index: item.index, answer: state.answers[item.index] }))
-    .filter((item) => item.answer);
+  const answers = state.test.items.map((item) => ({ index: item.index, answer: state.answers[item.index] }));
   try {
     const response = await fetch(`${base}/answers`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ reader: state.reader, answers }),
     });
+    if (response.status === 409) {
+      // Someone of that name has answered already (a reader's answers are final): ask for another
+      // name and keep the answers, so they need not be given again.
+      const name = state.reader;
+      state.reader = '';
+      remember();
+      render();
+      $('#reader-name').value = name;
+      $('#reader-name').select();
+      $('#reader-name').focus();
+      fail(t('reader.nameTaken', { name }));
+      return;
+    }
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
       throw new Error(body?.detail?.msg ?? `${response.status} ${response.statusText}`);
     }
-    state.result = await response.json();
+    const { reader, score } = await response.json();
+    state.result = { reader, score };
     remember();
     render();
   } catch (error) {
@@ -132,7 +164,7 @@ async function submit() {
 
 function renderResult() {
   show('result');
-  const { score, items } = state.result;
+  const { score } = state.result;
   $('#score').textContent = t('reader.score', {
     correct: score.correct, answers: score.answers, accuracy: formatPercent(score.accuracy),
   });
@@ -140,25 +172,18 @@ function renderResult() {
     low: formatPercent(score.ci_low), high: formatPercent(score.ci_high), chance: formatPercent(score.chance),
     p: formatP(score.p_value),
   });
-  const byIndex = new Map(state.test.items.map((item) => [item.index, item]));
-  $('#result-items').replaceChildren(...items.map((outcome) => {
-    const item = byIndex.get(outcome.index);
-    const li = document.createElement('li');
-    li.className = outcome.correct ? 'right' : 'wrong';
-    li.dataset.testid = 'reader-result-item';
-    li.dataset.correct = String(outcome.correct);
-    const truth = item?.kind === 'single' ? t(`reader.truth.${outcome.truth}`) : t('reader.truth.pair', { side: String(outcome.truth).toUpperCase() });
-    const excerpt = item ? (item.opening.length > 80 ? `${item.opening.slice(0, 80)}…` : item.opening) : '';
-    li.textContent = `${outcome.correct ? '✓' : '✗'} ${excerpt} — ${truth}`;
-    return li;
-  }));
 }
 
+/** The next reader: nothing of the last one stays on the screen, and they need a name of their own. */
 function again() {
   localStorage.removeItem(storageKey);
   Object.assign(state, { reader: '', answers: {}, position: 0, result: null });
+  $('#score').textContent = '';
+  $('#score-detail').textContent = '';
   $('#reader-name').value = '';
+  clearError();
   render();
+  $('#reader-name').focus();
 }
 
 function renderLanguage() {
@@ -178,7 +203,10 @@ async function start() {
     event.preventDefault();
     state.reader = $('#reader-name').value.trim();
     if (!state.reader) return;
-    state.position = 0;
+    clearError();
+    // A reader renamed after a taken name keeps their answers: straight to sending them.
+    const missing = unanswered();
+    state.position = missing.length ? missing[0] : state.test.items.length;
     remember();
     render();
   });

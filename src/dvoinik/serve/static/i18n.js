@@ -41,6 +41,14 @@ const STRINGS = {
     'save.error': 'Не сохранено: {message}',
     'save.restored': 'Восстановлен несохранённый черновик из этого браузера; сохраняю его.',
 
+    'doc.updatedElsewhere': 'Документ изменили в другой вкладке; здесь теперь его новая версия.',
+    'draft.conflict': 'Документ изменили в другом месте — в другой вкладке или отменой, — пока вы писали. Здесь теперь версия с сервера, а ваша сохранена в этом браузере как черновик: её можно вернуть.',
+    'draft.stale': 'В этом браузере остался несохранённый черновик этого документа ({time}), но документ на сервере с тех пор изменился, поэтому черновик не подставлен. Его можно вернуть (он заменит версию с сервера) или выбросить.',
+    'draft.show': 'Показать черновик',
+    'draft.restore': 'Вернуть мою версию',
+    'draft.discard': 'Выбросить черновик',
+    'draft.restored': 'Ваша версия возвращена; сохраняю её.',
+
     'err.offline': 'Сервер недоступен. Написанное хранится в браузере и сохранится, когда он вернётся.',
     'err.server': 'Ошибка сервера: {message}',
     'err.key': 'Нужен верный ключ API.',
@@ -219,10 +227,11 @@ const STRINGS = {
     'reader.resultHeading': 'Результат',
     'reader.score': 'Верно {correct} из {answers} ({accuracy}).',
     'reader.scoreDetail': '95% доверительный интервал: {low}–{high}; наугад вышло бы {chance}; p = {p}.',
-    'reader.truth.writer': 'это писатель',
-    'reader.truth.double': 'это двойник',
-    'reader.truth.pair': 'писатель — {side}',
-    'reader.again': 'Пройти заново (другой читатель)',
+    'reader.hidden': 'Какие отрывки написал писатель, а какие — двойник, здесь не показано: так тест смогут пройти и другие читатели. Автор теста видит ответы в своей студии.',
+    'reader.again': 'Следующий читатель',
+    'reader.again.hint': 'Передать тест другому читателю: он введёт своё имя.',
+    'reader.nameTaken': 'Имя «{name}» в этом тесте уже есть: каждый читатель отвечает один раз. Введите другое имя — ответы сохранены.',
+    'reader.unanswered': 'Ответьте на все вопросы: без ответа — {n}.',
   },
 
   en: {
@@ -261,6 +270,14 @@ const STRINGS = {
     'save.offline': 'Not saved — server unreachable',
     'save.error': 'Not saved: {message}',
     'save.restored': 'An unsaved draft from this browser was restored; saving it.',
+
+    'doc.updatedElsewhere': 'The document was changed in another tab; this is its newest version.',
+    'draft.conflict': 'The document was changed elsewhere — in another tab, or by an undo — while you were writing. This is now the server’s version; yours is kept in this browser as a draft, and you can restore it.',
+    'draft.stale': 'This browser kept an unsaved draft of this document ({time}), but the document has changed on the server since, so the draft was not put back. You can restore it (it replaces the server’s version) or discard it.',
+    'draft.show': 'Show the draft',
+    'draft.restore': 'Restore my version',
+    'draft.discard': 'Discard the draft',
+    'draft.restored': 'Your version is back; saving it.',
 
     'err.offline': 'The server is unreachable. What you wrote is kept in the browser and saved when it is back.',
     'err.server': 'Server error: {message}',
@@ -440,10 +457,11 @@ const STRINGS = {
     'reader.resultHeading': 'Your result',
     'reader.score': '{correct} of {answers} right ({accuracy}).',
     'reader.scoreDetail': '95% confidence interval: {low}–{high}; guessing would give {chance}; p = {p}.',
-    'reader.truth.writer': 'the writer',
-    'reader.truth.double': 'the double',
-    'reader.truth.pair': 'the writer is {side}',
-    'reader.again': 'Take it again (another reader)',
+    'reader.hidden': 'Which passages were the writer’s and which the double’s is not shown here, so that other readers can take the test too. The test’s author sees the answers in the studio.',
+    'reader.again': 'Next reader',
+    'reader.again.hint': 'Pass the test on to another reader, who enters their own name.',
+    'reader.nameTaken': 'The name “{name}” has already taken this test: each reader answers once. Enter another name — your answers are kept.',
+    'reader.unanswered': 'Answer every question: {n} unanswered.',
   },
 };
 

@@ -28,13 +28,27 @@ const DRAFT_DELAY_MS = 200; // localStorage copy of unsaved edits
 const RETRY_SAVE_MS = [2000, 5000, 10000, 30000];
 const COPY_ALARM_TOKENS = 50; // as `dvoinik check`: a span this long is worth a look whatever the guard
 const DOC_FIELDS = ['title', 'text', 'memory', 'authors_note', 'note_depth', 'world_info', 'settings'];
+// What the document's history keeps: a change of these is a step, and is refused (409) when the
+// document moved on since the page read it. The title and the settings are not in the history.
+const HISTORY_FIELDS = ['text', 'memory', 'authors_note', 'note_depth', 'world_info'];
+// Which tab wrote a draft: a tab clears only its own (two tabs may have one document open).
+const TAB_ID = Math.random().toString(36).slice(2) + Date.now().toString(36);
 const SAMPLERS = ['temperature', 'top_p', 'top_k', 'min_p', 'typical_p', 'repetition_penalty'];
 
 const state = {
   info: null,
   documents: [], // [{id, title, chars, updated_at}]
   doc: null, // the open document as the server last returned it
+  // The revision of the document that the page's text, memory, note and world info are based on:
+  // sent with every save of those as `base_version`, so a change made elsewhere is not overwritten.
+  baseRevision: null,
   unsaved: new Set(), // fields edited since the server last acknowledged them
+  // A pick, undo or redo in flight (a promise): the history fields are read-only and autosaves wait.
+  changing: null,
+  locks: 0, // see lockEditing()
+  conflicts: 0, // saves refused because the document changed elsewhere
+  locked: false,
+  kept: null, // a draft set aside (the document changed elsewhere): {fields, revision, at, reason}
   saving: null, // the PATCH in flight
   saveTimer: 0,
   draftTimer: 0,
@@ -130,6 +144,7 @@ async function deleteDocument() {
     return;
   }
   clearDraft(doc.id);
+  localStorage.removeItem(keptKey(doc.id));
   state.unsaved.clear();
   state.documents = state.documents.filter((item) => item.id !== doc.id);
   closeDocument();
@@ -141,8 +156,10 @@ function closeDocument() {
   abortGeneration({ silent: true });
   state.generation = null;
   state.doc = null;
+  state.baseRevision = null;
   state.meter = null;
   state.log = null;
+  showKept(null);
   renderVariants();
   $('#document-view').hidden = true;
   $('#no-document').hidden = false;
@@ -170,6 +187,7 @@ async function openDocument(id, loaded = null) {
     renderVariants();
   }
   state.doc = doc;
+  state.baseRevision = doc.version;
   state.unsaved = new Set();
   state.retries = 0;
   fillFields(doc);
@@ -187,16 +205,23 @@ async function openDocument(id, loaded = null) {
 
 // ---------------------------------------------------------------------------- fields and autosave
 
-/** Put a document's values into the page (the page is the truth while the writer edits). */
-function fillFields(doc) {
-  $('#doc-title').value = doc.title ?? '';
-  $('#editor').value = doc.text ?? '';
-  $('#memory').value = doc.memory ?? '';
-  $('#authors-note').value = doc.authors_note ?? '';
-  $('#note-depth').value = doc.note_depth ?? 3;
-  renderWorldInfo(doc.world_info ?? []);
-  fillSettings(doc.settings ?? {});
+/** Put a document's values into the page (the page is the truth while the writer edits); `skip` keeps some as they are. */
+function fillFields(doc, skip = []) {
+  for (const field of DOC_FIELDS) if (!skip.includes(field)) setField(field, doc[field]);
   updateEditorStats();
+}
+
+function setField(field, value) {
+  switch (field) {
+    case 'title': $('#doc-title').value = value ?? ''; break;
+    case 'text': $('#editor').value = value ?? ''; break;
+    case 'memory': $('#memory').value = value ?? ''; break;
+    case 'authors_note': $('#authors-note').value = value ?? ''; break;
+    case 'note_depth': $('#note-depth').value = value ?? 3; break;
+    case 'world_info': renderWorldInfo(value ?? []); break;
+    case 'settings': fillSettings(value ?? {}); break;
+    default: throw new Error(`unknown field ${field}`);
+  }
 }
 
 function fieldValue(field) {
@@ -215,7 +240,17 @@ function fieldValue(field) {
   }
 }
 
-const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+/** A value with its object keys sorted and null members left out, as the server stores settings. */
+function canonical(value) {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.keys(value).sort().filter((key) => value[key] !== null && value[key] !== undefined)
+      .map((key) => [key, canonical(value[key])]));
+  }
+  return value;
+}
+
+const same = (a, b) => JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
 
 function edited(field) {
   if (!state.doc) return;
@@ -231,8 +266,9 @@ function edited(field) {
  * Send every unsaved field in one PATCH. Resolves true when the server has them all (or there was
  * nothing to send), false when it could not be reached or refused; the draft keeps them meanwhile.
  */
-async function save({ keepalive = false } = {}) {
-  while (state.saving) await state.saving;
+async function save({ keepalive = false, held = false } = {}) {
+  // One save at a time; while a pick, undo or redo is in flight, saves wait for it (`held` is its own).
+  while (state.saving || (state.changing && !held)) await (state.saving ?? state.changing);
   clearTimeout(state.saveTimer);
   if (!state.doc || state.unsaved.size === 0) return true;
   const id = state.doc.id;
@@ -243,6 +279,9 @@ async function save({ keepalive = false } = {}) {
     state.unsaved.delete('title');
     if (Object.keys(body).length === 0) { setSaveState('saved'); return true; }
   }
+  // A step in the history is made only on top of the revision the page shows (409 otherwise).
+  const guarded = HISTORY_FIELDS.some((field) => field in body);
+  if (guarded && state.baseRevision !== null) body.base_version = state.baseRevision;
   setSaveState('saving');
   state.saving = (async () => {
     try {
@@ -250,9 +289,22 @@ async function save({ keepalive = false } = {}) {
       if (state.doc?.id !== id) return true;
       // Only what has not changed again since it was sent counts as saved.
       for (const [field, value] of Object.entries(body)) {
-        if (same(fieldValue(field), value)) state.unsaved.delete(field);
+        if (field !== 'base_version' && same(fieldValue(field), value)) state.unsaved.delete(field);
       }
+      let movedOn = false;
+      if (guarded || doc.version === state.baseRevision) {
+        state.baseRevision = doc.version;
+      } else if (!HISTORY_FIELDS.some((field) => state.unsaved.has(field))) {
+        // Only the title or settings were sent, and the document had changed elsewhere meanwhile:
+        // nothing of the page's is pending there, so show the newer version.
+        state.baseRevision = doc.version;
+        movedOn = true;
+      } // else: the page's own pending edit will be refused (409) and kept as a draft.
       state.doc = { ...doc, ...Object.fromEntries([...state.unsaved].map((field) => [field, fieldValue(field)])) };
+      if (movedOn) {
+        fillFields(doc, DOC_FIELDS.filter((field) => !HISTORY_FIELDS.includes(field)));
+        notify(t('doc.updatedElsewhere'));
+      }
       state.retries = 0;
       writeDraft();
       updateSummary(doc);
@@ -262,6 +314,10 @@ async function save({ keepalive = false } = {}) {
       scheduleMeter();
       return true;
     } catch (error) {
+      if (error instanceof ApiError && error.status === 409 && guarded && state.doc?.id === id) {
+        await resolveConflict(id, body.base_version);
+        return false;
+      }
       writeDraft();
       if (error instanceof ApiError && (error.offline || error.status >= 500)) {
         setSaveState('offline');
@@ -301,47 +357,155 @@ function setSaveState(name, message = '') {
 }
 
 // A copy of unsaved edits in localStorage, kept until the server has them: nothing typed is lost
-// when the server is down or the tab is closed first.
-const draftKey = (id) => `dvoinik.draft.${id}`;
+// when the server is down or the tab is closed first. Keyed by the server's database as well as
+// the document, so a draft never lands in another workspace's document of the same number.
+const storeId = () => state.info?.store_id ?? '';
+const draftKey = (id) => `dvoinik.draft.${storeId()}.${id}`;
+// A draft set aside because the document changed elsewhere: shown, never applied unasked.
+const keptKey = (id) => `dvoinik.kept.${storeId()}.${id}`;
+
+function readStored(key) {
+  try {
+    const value = JSON.parse(localStorage.getItem(key) ?? 'null');
+    return value?.fields && typeof value.fields === 'object' ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+function store(key, value) {
+  try {
+    localStorage.setItem(key, JSON.stringify(value));
+  } catch {
+    // Storage full: the autosave still runs; nothing better to do here.
+  }
+}
 
 function writeDraft() {
   clearTimeout(state.draftTimer);
   if (!state.doc) return;
   const key = draftKey(state.doc.id);
   if (state.unsaved.size === 0) {
-    localStorage.removeItem(key);
+    clearDraft(state.doc.id);
     return;
   }
   const fields = Object.fromEntries([...state.unsaved].map((field) => [field, fieldValue(field)]));
-  try {
-    localStorage.setItem(key, JSON.stringify({ fields, revision: state.doc.revision, at: Date.now() }));
-  } catch {
-    // Storage full: the autosave still runs; nothing better to do here.
-  }
+  store(key, { fields, version: state.baseRevision, at: Date.now(), tab: TAB_ID });
 }
 
+/** Forget this tab's draft of a document (another tab's, on the same document, is its own business). */
 function clearDraft(id) {
-  localStorage.removeItem(draftKey(id));
+  const key = draftKey(id);
+  const draft = readStored(key);
+  if (!draft?.tab || draft.tab === TAB_ID) localStorage.removeItem(key);
 }
 
+/** The fields of a draft that differ from the document. */
+function differing(fields, doc) {
+  return Object.entries(fields).filter(([field, value]) => DOC_FIELDS.includes(field) && !same(value, doc[field]));
+}
+
+/**
+ * A document was opened: bring back what this browser kept of it. A draft made on the revision
+ * the server still has is put back and saved; one the server has moved on from (another tab,
+ * an undo, a save that went through after all) is set aside for the writer to choose; one the
+ * server already has is dropped.
+ */
 function restoreDraft(doc) {
-  let draft;
+  const key = draftKey(doc.id);
+  const draft = readStored(key);
+  const changed = draft ? differing(draft.fields, doc) : [];
+  if (draft && !changed.length) localStorage.removeItem(key);
+  else if (draft && draft.version === doc.version) {
+    for (const [field, value] of changed) {
+      setField(field, value);
+      state.unsaved.add(field);
+    }
+    updateEditorStats();
+    notify(t('save.restored'));
+    save();
+  } else if (draft) {
+    localStorage.removeItem(key);
+    store(keptKey(doc.id), { ...draft, fields: Object.fromEntries(changed), reason: 'stale' });
+  }
+  showKept(doc);
+}
+
+/** The server refused a save (409): the document changed elsewhere. Keep the writer's version aside, show the server's. */
+async function resolveConflict(id, revision) {
+  state.conflicts += 1;
+  const mine = [...state.unsaved].filter((field) => HISTORY_FIELDS.includes(field));
+  const fields = Object.fromEntries(mine.map((field) => [field, fieldValue(field)]));
+  store(keptKey(id), { fields, revision, at: Date.now(), reason: 'conflict' });
+  for (const field of mine) state.unsaved.delete(field);
+  writeDraft();
+  lockEditing(true); // nothing may be typed into what is about to be replaced
   try {
-    draft = JSON.parse(localStorage.getItem(draftKey(doc.id)) ?? 'null');
-  } catch {
-    draft = null;
+    const doc = await api(`/studio/api/documents/${id}`);
+    if (state.doc?.id !== id) return;
+    applyServerDocument(doc);
+    showKept(doc);
+    setSaveState(state.unsaved.size ? 'saving' : 'saved');
+    // The title or settings changed meanwhile are not in the history: they are saved as they are.
+    if (state.unsaved.size) state.saveTimer = setTimeout(save, SAVE_DELAY_MS);
+  } catch (error) {
+    showKept(state.doc);
+    setSaveState('error', error.message);
+  } finally {
+    lockEditing(false);
   }
-  if (!draft?.fields) return;
-  const changed = Object.entries(draft.fields).filter(([field, value]) => DOC_FIELDS.includes(field)
-    && !same(value, doc[field]));
-  if (!changed.length) {
-    clearDraft(doc.id);
-    return;
+}
+
+/** Show the draft set aside for the open document, if there is one the server does not already have. */
+function showKept(doc) {
+  state.kept = null;
+  if (doc) {
+    const kept = readStored(keptKey(doc.id));
+    if (kept && differing(kept.fields, doc).length) state.kept = kept;
+    else if (kept) localStorage.removeItem(keptKey(doc.id));
   }
-  fillFields({ ...doc, ...Object.fromEntries(changed) });
-  for (const [field] of changed) state.unsaved.add(field);
-  notify(t('save.restored'));
-  save();
+  renderKept();
+}
+
+function renderKept() {
+  const kept = state.kept;
+  $('#draft-bar').hidden = !kept;
+  if (!kept) return;
+  $('#draft-bar').dataset.reason = kept.reason;
+  $('#draft-message').textContent = kept.reason === 'conflict' ? t('draft.conflict')
+    : t('draft.stale', { time: formatTime(kept.at / 1000) });
+  const labels = { memory: 'ctx.memory', authors_note: 'ctx.note', note_depth: 'ctx.depth', world_info: 'wi.heading',
+    title: 'doc.title', settings: 'panels.sampler' };
+  $('#draft-text').value = Object.entries(kept.fields).map(([field, value]) => {
+    if (field === 'text') return value;
+    const shown = field === 'world_info'
+      ? value.map((entry) => `${entry.keys.join(', ')}: ${entry.content}`).join('\n')
+      : typeof value === 'string' ? value : JSON.stringify(value);
+    return `${t(labels[field] ?? field)}:\n${shown}`;
+  }).join('\n\n');
+}
+
+/** The writer chose the draft set aside: it replaces what the page shows, and is saved. */
+function restoreKept() {
+  const kept = state.kept;
+  if (!kept || !state.doc || state.locked) return;
+  localStorage.removeItem(keptKey(state.doc.id));
+  state.kept = null;
+  renderKept();
+  for (const [field, value] of Object.entries(kept.fields)) {
+    if (!DOC_FIELDS.includes(field)) continue;
+    setField(field, value);
+    edited(field);
+  }
+  updateEditorStats();
+  notify(t('draft.restored'));
+}
+
+function discardKept() {
+  if (!state.doc) return;
+  localStorage.removeItem(keptKey(state.doc.id));
+  state.kept = null;
+  renderKept();
 }
 
 /** The page is going away: keep the draft and try one last save that outlives the page. */
@@ -354,32 +518,82 @@ function saveOnLeave() {
 // ---------------------------------------------------------------------------- history
 
 function updateHistoryButtons() {
-  $('#undo').disabled = !state.doc?.can_undo;
-  $('#redo').disabled = !state.doc?.can_redo;
+  $('#undo').disabled = !state.doc?.can_undo || state.locked;
+  $('#redo').disabled = !state.doc?.can_redo || state.locked;
+}
+
+/**
+ * Change the document on the server (a pick, an undo, a redo) and show the result. The history
+ * fields are read-only meanwhile, so nothing typed is replaced by the server's answer; whatever
+ * was typed before is saved first, so the change is made on top of it; autosaves of the title
+ * or settings wait until the answer is in. Resolves to the document, or null when nothing was sent.
+ */
+async function changeOnServer(send) {
+  if (!state.doc || state.changing) return null;
+  const id = state.doc.id;
+  let release;
+  state.changing = new Promise((resolve) => { release = resolve; });
+  lockEditing(true);
+  const conflicts = state.conflicts;
+  try {
+    if (!(await save({ held: true }))) {
+      // A refused save has set the writer's version aside and says so; anything else is a server away.
+      if (state.saveState !== 'saved') notify(t('err.unsaved'));
+      return null;
+    }
+    // The document changed elsewhere (the page now shows that version, the writer's is set aside):
+    // the writer decides first, before anything is done to it.
+    if (state.doc?.id !== id || state.conflicts !== conflicts) return null;
+    const doc = await send(id);
+    if (state.doc?.id === doc.id) {
+      applyServerDocument(doc);
+      if (!state.unsaved.size) setSaveState('saved');
+    }
+    return doc;
+  } finally {
+    state.changing = null;
+    release();
+    lockEditing(false);
+  }
+}
+
+/** Make the fields of the document's history read-only (or writable again); locks nest. */
+function lockEditing(on) {
+  state.locks = Math.max(0, (state.locks ?? 0) + (on ? 1 : -1));
+  state.locked = state.locks > 0;
+  for (const selector of ['#editor', '#memory', '#authors-note', '#note-depth']) $(selector).readOnly = state.locked;
+  $('#wi-add').disabled = state.locked;
+  lockWorldInfo();
+  $('#document-view').setAttribute('aria-busy', String(state.locked));
+  updateHistoryButtons();
+}
+
+function lockWorldInfo() {
+  for (const node of $$('.wi-entry input:not([type=checkbox]), .wi-entry textarea', $('#wi-list'))) node.readOnly = state.locked;
+  for (const node of $$('.wi-entry input[type=checkbox], .wi-entry button', $('#wi-list'))) node.disabled = state.locked;
 }
 
 async function history(direction) {
-  if (!state.doc || state.generation?.running) return;
-  if (!(await flush())) {
-    notify(t('err.unsaved'));
-    return;
-  }
+  if (!state.doc || state.generation?.running || state.changing) return;
   try {
-    const doc = await api(`/studio/api/documents/${state.doc.id}/${direction}`, { method: 'POST' });
-    applyServerDocument(doc);
-    setSaveState('saved');
+    await changeOnServer((id) => api(`/studio/api/documents/${id}/${direction}`, { method: 'POST' }));
   } catch (error) {
     if (error instanceof ApiError && error.status === 409) notify(t(direction === 'undo' ? 'doc.undo.none' : 'doc.redo.none'));
     else notify(describeError(error));
   }
 }
 
-/** The server changed the document (undo, redo, a picked variant): show its version. */
+/**
+ * The server changed the document (undo, redo, a picked variant) or the page reloaded it: show its
+ * version. The title and settings the writer changed meanwhile are not in the history: they stay.
+ */
 function applyServerDocument(doc) {
-  state.doc = doc;
-  state.unsaved.clear();
-  clearDraft(doc.id);
-  fillFields(doc);
+  state.baseRevision = doc.version;
+  for (const field of HISTORY_FIELDS) state.unsaved.delete(field);
+  const pending = [...state.unsaved];
+  state.doc = { ...doc, ...Object.fromEntries(pending.map((field) => [field, fieldValue(field)])) };
+  fillFields(doc, pending);
+  writeDraft();
   updateSummary(doc);
   updateHistoryButtons();
   refreshMeter();
@@ -396,6 +610,7 @@ function updateEditorStats() {
 
 function renderWorldInfo(entries) {
   $('#wi-list').replaceChildren(...entries.map((entry) => worldInfoEntry(entry)));
+  lockWorldInfo();
   markWorldInfoInContext();
 }
 
@@ -634,7 +849,7 @@ function generationRequest() {
 }
 
 async function startGeneration(request = null) {
-  if (!state.doc || state.generation?.running) return;
+  if (!state.doc || state.generation?.running || state.changing) return;
   if (state.generation) await chooseVariant(null, undefined, { quiet: true }); // unpicked variants count as discarded
   if (!(await flush())) {
     notify(t('err.unsaved'));
@@ -736,22 +951,22 @@ function abortGeneration({ silent = false } = {}) {
 /** Append variant `index` (or the writer's edit of it) to the story; `index` null discards all. */
 async function chooseVariant(index, text, { quiet = false } = {}) {
   const generation = state.generation;
-  if (!generation || generation.running) return;
+  if (!generation || generation.running || state.changing) return;
   if (!generation.id) { // stopped before the server named it: nothing was recorded
     state.generation = null;
     renderVariants();
     return;
   }
-  if (index !== null && !(await flush())) {
-    notify(t('err.unsaved'));
-    return;
-  }
   const body = { variant: index };
   if (text !== undefined) body.text = text;
+  const send = () => api(`/studio/api/generations/${generation.id}/choose`, { method: 'POST', body });
   try {
-    const doc = await api(`/studio/api/generations/${generation.id}/choose`, { method: 'POST', body });
-    if (state.doc?.id === doc.id) applyServerDocument(doc);
-    state.generation = null;
+    if (index === null) {
+      await send(); // discarding changes nothing in the document: the page stays as it is
+    } else if (!(await changeOnServer(send))) {
+      return; // not saved first (the server is away, or the document changed elsewhere): the variants stay
+    }
+    if (state.generation === generation) state.generation = null;
     renderVariants();
     setGenerationStatus(quiet ? '' : index === null ? () => t('gen.discarded') : () => t('gen.appended'));
     if (index !== null) {
@@ -1085,6 +1300,7 @@ function renderLanguage() {
     updateEditorStats();
   }
   updatePresetHints();
+  renderKept();
   showLastSeed();
   showStatus('#gen-status');
   showStatus('#blind-status');
@@ -1186,6 +1402,8 @@ function wireEvents() {
   $('#blind-form').addEventListener('submit', createBlindTest);
   $('#blind-refresh').addEventListener('click', refreshBlindTests);
   $('#notice-close').addEventListener('click', () => { $('#notice').hidden = true; });
+  $('#draft-restore').addEventListener('click', restoreKept);
+  $('#draft-discard').addEventListener('click', discardKept);
   for (const button of $$('[data-lang]')) button.addEventListener('click', () => setLang(button.dataset.lang));
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('visibilitychange', () => {
