@@ -171,7 +171,7 @@ async def _result(request: Request, job: Job) -> Generation:
         return await job.result()
 
 
-def _stream(server: Server, job: Job, n: int, chunk: Any, piece: Any, include_usage: bool,
+def _stream(job: Job, n: int, chunk: Any, piece: Any, include_usage: bool,
             opening: list[str] | None = None) -> Any:
     """SSE for a job: `opening`, then `piece(index, text)` chunks, a closing chunk per choice, usage, `[DONE]`.
 
@@ -259,7 +259,7 @@ async def completions(request: Request, body: CompletionInput) -> Any:
             return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
 
         opening = [sse(chunk([piece(i, echo, None)])) for i in range(body.n)] if echo else None
-        return _stream(server, job, body.n, chunk, piece, include_usage, opening)
+        return _stream(job, body.n, chunk, piece, include_usage, opening)
     result = await _result(request, job)
     return {**head, "choices": [
         {"index": i, "text": echo + v.text, "logprobs": None, "finish_reason": finish_reason(v.finish_reason),
@@ -297,7 +297,7 @@ async def chat_completions(request: Request, body: ChatInput) -> Any:
 
         opening = [sse(chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                "finish_reason": None}])) for i in range(body.n)]
-        return _stream(server, job, body.n, chunk, piece, include_usage, opening)
+        return _stream(job, body.n, chunk, piece, include_usage, opening)
     result = await _result(request, job)
     return {**head, "choices": [
         {"index": i, "message": {"role": "assistant", "content": v.text}, "logprobs": None,
