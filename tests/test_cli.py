@@ -409,10 +409,19 @@ def test_generate_before_training(double: Path) -> None:
     assert_user_error(invoke("generate", "Бава"), "no runs yet", "dvoinik train")
 
 
-def test_serve_refuses_the_network_without_a_key_and_a_workspace_without_runs(tmp_path: Path, monkeypatch) -> None:
+def test_serve_refuses_the_network_without_a_key_a_taken_port_and_a_workspace_without_runs(tmp_path: Path,
+                                                                                           monkeypatch) -> None:
+    import socket
+
+    from serving import free_port
+
     monkeypatch.delenv("DVOINIK_API_KEY", raising=False)
     ws = tmp_path / "ws"
     invoke("init", ws)
     assert_user_error(invoke("-w", ws, "serve", "--host", "0.0.0.0"), "--host 0.0.0.0", "API key")
     assert_user_error(invoke("-w", ws, "serve", "--port", "70000"), "--port 70000")
-    assert_user_error(invoke("-w", ws, "serve"), "dvoinik train")
+    assert_user_error(invoke("-w", ws, "serve", "--port", str(free_port())), "dvoinik train")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert_user_error(invoke("-w", ws, "serve", "--port", str(taken.getsockname()[1])), "cannot listen", "--port")

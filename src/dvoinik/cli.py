@@ -640,7 +640,7 @@ def serve_command(
     queue_size: Annotated[int | None, typer.Option("--queue-size", help="Requests that may wait for the model (default: [serve] queue_size).")] = None,
 ) -> None:
     """The studio in the browser, and KoboldAI- and OpenAI-compatible APIs, over one loaded double."""
-    from dvoinik.serve.launch import check_port, open_server, run_server  # FastAPI and uvicorn load only for serve
+    from dvoinik.serve.launch import check_binding, check_port, open_server, run_server  # FastAPI loads only here
 
     ws = open_workspace(ctx)
     if port is not None and not 1 <= port <= 65535:
@@ -648,6 +648,7 @@ def serve_command(
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    check_binding(host or ws.serve.host, api_key)  # the cheap refusals first, before a minute of loading
     check_port(host or ws.serve.host, port or ws.serve.port)
     err = _console(stderr=True)
     with err.status("loading the double") as status:
