@@ -27,15 +27,12 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -43,8 +40,9 @@ import numpy as np
 from sections import publish
 
 from dvoinik.generation import Double, decoding_for, generate
-from dvoinik.serve.app import Server, create_app
+from dvoinik.serve.app import Server
 from dvoinik.serve.engine import Engine
+from dvoinik.serve.launch import serving_in_thread
 from dvoinik.serve.store import Store
 from dvoinik.tokens import train_bpe_tokenizer
 from dvoinik.training.models import new_model
@@ -63,33 +61,6 @@ def prose(seed: int, paragraphs: int) -> str:
     return "\n\n".join(" ".join(rng.choice(vocabulary) for _ in range(rng.randint(15, 60))).capitalize() + "."
                        for _ in range(paragraphs))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running(server: Server) -> Iterator[str]:
-    """The app under uvicorn in a thread (as tests/serving.py does); its base URL."""
-    import uvicorn
-
-    config = uvicorn.Config(create_app(server), host="127.0.0.1", port=free_port(), log_level="warning",
-                            lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=30)
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str | None, str]]:
@@ -169,7 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "studio.sqlite3")
         server = Server(Engine(double, args.queue_size), store, settings, GenerateSettings(preset=PRESET, guard=0))
-        with running(server) as url:
+        with serving_in_thread(server) as url:
             results = measure(args, url, double, prompt, decoding(seed), seed, expected)
     results["prompt_tokens"] = prompt_tokens
     results["seed"] = seed

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from dvoinik.serve.launch import open_server
+from dvoinik.serve.launch import open_server, serving_in_thread
 from dvoinik.workspace import load_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,32 +50,6 @@ WORLD_INFO = [
 SETTINGS = {"preset": "coherent", "n": 3, "max_new_tokens": 40, "guard": 10, "seed": 2024}
 READERS = [("Маша", 0.75), ("Дима", 0.5), ("Ольга Сергеевна", 0.6)]  # how often each reader is right
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(server):
-    import uvicorn
-
-    from dvoinik.serve.app import create_app
-
-    port = free_port()
-    instance = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    while not instance.started:
-        if not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=30)
 
 
 def demo_workspace(folder: Path):
@@ -153,7 +124,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = load_workspace(args.workspace) if args.workspace else demo_workspace(Path(tmp))
         server = open_server(ws, database=Path(tmp) / "studio.sqlite3")
-        with serving(server) as url:
+        with serving_in_thread(server) as url:
             prepare(url, {**SETTINGS, "seed": args.seed})
             photograph(url, args.out)
     print(f"wrote {args.out / 'studio-ru.png'} and {args.out / 'studio-en.png'}")

@@ -8,15 +8,12 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from training_fixtures import make_workspace
 
-from dvoinik.serve.app import Server, create_app
+from dvoinik.serve.app import Server
+from dvoinik.serve.launch import serving_in_thread
 from dvoinik.training.loop import train
 
 # Blocks of 128 tokens give the studio a context worth metering; 24 steps take a few seconds.
@@ -36,23 +33,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def running_server(server: Server, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve `server` with uvicorn in a thread; yield its base URL; stop it (and its engine) afterwards."""
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(create_app(server), host=host, port=port, log_level="warning", lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=30)
+def running_server(server: Server, host: str = "127.0.0.1"):
+    """Serve `server` with uvicorn in a thread; a context manager yielding its base URL."""
+    return serving_in_thread(server, host)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,3 +94,37 @@ def run_server(server: Server, port: int | None = None, log_level: str = "info")
 
     uvicorn.run(create_app(server), host=server.settings.host, port=port or server.settings.port, log_level=log_level,
                 timeout_graceful_shutdown=5)
+
+
+@contextmanager
+def serving_in_thread(server: Server, host: str = "127.0.0.1", start_seconds: float = 30) -> Iterator[str]:
+    """Serve `server` with uvicorn on a free port in a background thread; yield its base URL; stop it after.
+
+    For tests, benchmarks and notebooks: the same app and lifespan as `dvoinik serve`.
+    """
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from dvoinik.serve.app import create_app
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    instance = uvicorn.Server(uvicorn.Config(create_app(server), host=host, port=port, log_level="warning",
+                                             lifespan="on"))
+    thread = threading.Thread(target=instance.run, name="dvoinik-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_seconds
+    while not instance.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            instance.should_exit = True
+            raise ServeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=30)
