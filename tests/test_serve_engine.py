@@ -89,5 +89,29 @@ def test_events_stream_text_then_the_result_and_errors_reach_the_caller() -> Non
         return events, error
 
     events, error = asyncio.run(scenario())
-    assert events == [("text", 0, "Она "), ("text", 0, "шла "), ("text", 0, "домой."), ("done", "result")]
+    assert "".join(e[2] for e in events[:-1]) == "Она шла домой." and all(e[:2] == ("text", 0) for e in events[:-1])
+    assert events[-1] == ("done", "result")
     assert error == "broken"
+
+
+def test_pieces_queued_while_the_reader_was_busy_come_joined_per_variant() -> None:
+    async def scenario() -> list:
+        engine = Engine(double=None, queue_size=2).start()  # type: ignore[arg-type]
+        release = threading.Event()
+
+        def writes(double, job):
+            for piece in ("а", "б", "в"):
+                job.text(0, piece)
+            job.text(1, "г")
+            job.text(0, "д")
+            release.wait(5)
+            return "result"
+
+        job = engine.submit(writes)
+        await asyncio.sleep(0.2)  # the reader is busy elsewhere while all five pieces queue up
+        release.set()
+        events = [e async for e in job.events()]
+        engine.stop()
+        return events
+
+    assert asyncio.run(scenario()) == [("text", 0, "абв"), ("text", 1, "г"), ("text", 0, "д"), ("done", "result")]

@@ -84,20 +84,24 @@ class Job:
 
         The end arrives through the same queue as the text, after the last piece: leaving
         early touches nothing but this iterator, and the job's future (and whoever logs
-        from it) still gets its result.
+        from it) still gets its result. Pieces of one variant that queued up while the
+        consumer was busy come as one piece: fewer, larger events when the model outruns it.
         """
         if self._events is None:
             raise RuntimeError("events() needs a job submitted from an event loop")
         while True:
-            event = await self._events.get()
-            if event[0] != _END:
-                yield event
-                continue
-            error = self.future.exception()
-            if error is not None:
-                raise error
-            yield ("done", self.future.result())
-            return
+            batch = [await self._events.get()]
+            while not self._events.empty():
+                batch.append(self._events.get_nowait())
+            for event in _joined(batch):
+                if event[0] != _END:
+                    yield event
+                    continue
+                error = self.future.exception()
+                if error is not None:
+                    raise error
+                yield ("done", self.future.result())
+                return
 
     def _settle(self, result: Any = None, exception: BaseException | None = None) -> None:
         """Hand the outcome to the future (unless a waiter cancelled it), then end the event stream."""
@@ -112,6 +116,17 @@ class Job:
 
 
 _END = "_end"
+
+
+def _joined(events: list[tuple]) -> list[tuple]:
+    """Consecutive text pieces of the same variant joined into one."""
+    out: list[tuple] = []
+    for event in events:
+        if out and event[0] == "text" and out[-1][0] == "text" and out[-1][1] == event[1]:
+            out[-1] = ("text", event[1], out[-1][2] + event[2])
+        else:
+            out.append(event)
+    return out
 
 
 class Engine:
