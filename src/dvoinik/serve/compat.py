@@ -1,4 +1,5 @@
-"""What the KoboldAI and OpenAI APIs share: a client's sampler fields as a Decoding, the server's limits, copy scores."""
+"""What the KoboldAI and OpenAI APIs share (the limits, with the studio too): a client's sampler fields as a
+Decoding, the server's [serve] limits, copy scores."""
 
 from __future__ import annotations
 

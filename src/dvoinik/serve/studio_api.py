@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dvoinik.generation import PRESET_VALUES, decoding_for, random_seed
 from dvoinik.serve.app import Server, server_of
+from dvoinik.serve.compat import check_new_tokens, check_variants
 from dvoinik.serve.context import Context, build_context
 from dvoinik.serve.store import Document, DocumentState, NotFound, NothingToDo, WorldInfo
 from dvoinik.serve.streaming import job_stream, sse, submit_logged
@@ -216,13 +217,9 @@ async def generate_variants(request: Request, doc_id: RowId, body: Sampler) -> S
     server = server_of(request)
     doc: Document = _found(server.store.document, doc_id)
     n = body.n or server.generate.variants
-    if n > server.settings.max_variants:
-        raise HTTPException(422, f"n = {n}: this server writes at most {server.settings.max_variants} variants "
-                                 "([serve] max_variants)")
+    check_variants(server, n, "n")
     max_new = body.max_new_tokens or server.generate.max_new_tokens
-    if max_new > server.settings.max_new_tokens:
-        raise HTTPException(422, f"max_new_tokens = {max_new}: this server writes at most "
-                                 f"{server.settings.max_new_tokens} ([serve] max_new_tokens)")
+    check_new_tokens(server, max_new, "max_new_tokens")
     if body.style and not server.engine.double.styles:
         raise HTTPException(422, "this server serves one run; start it with --style RUN=W,... to mix LoRA adapters")
     unknown = sorted(set(body.style or {}) - set(server.engine.double.styles))
