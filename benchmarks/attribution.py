@@ -44,7 +44,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sections import publish
 
 from dvoinik.corpus.build import Document, build_corpus
-from dvoinik.stylometry import (
+from dvoinik.evaluation.stylometry import (
     StyleModel,
     StyleSettings,
     cosine_distances,

@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 from sections import publish
 
-from dvoinik.copyindex import INDEX_DIR, index_fingerprint, open_copy_index
 from dvoinik.corpus.build import build_corpus
-from dvoinik.generation import Double, decoding_for, generate
+from dvoinik.generation.copyindex import INDEX_DIR, index_fingerprint, open_copy_index
+from dvoinik.generation.decoding import decoding_for
+from dvoinik.generation.double import Double
+from dvoinik.generation.variants import generate
 from dvoinik.tokens import prepare_tokens
 from dvoinik.training.models import new_model
 from dvoinik.workspace import add_sources, init_workspace, load_workspace, write_settings

@@ -39,7 +39,9 @@ import httpx
 import numpy as np
 from sections import publish
 
-from dvoinik.generation import Double, decoding_for, generate
+from dvoinik.generation.decoding import decoding_for
+from dvoinik.generation.double import Double
+from dvoinik.generation.variants import generate
 from dvoinik.serve.app import Server
 from dvoinik.serve.engine import Engine
 from dvoinik.serve.launch import serving_in_thread

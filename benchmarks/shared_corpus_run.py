@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from dvoinik.corpus.build import build_corpus
-from dvoinik.evaluate import evaluate_run
+from dvoinik.evaluation.evaluate import evaluate_run
 from dvoinik.training.loop import train
 from dvoinik.workspace import add_sources, init_workspace, load_workspace, write_settings
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from synthetic import synthetic_prose
 
-from dvoinik.copyindex import SourceWork, write_copy_index
-from dvoinik.generation import Double
+from dvoinik.generation.copyindex import SourceWork, write_copy_index
+from dvoinik.generation.double import Double
 from dvoinik.tokens import train_bpe_tokenizer
 
 

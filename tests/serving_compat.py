@@ -19,7 +19,7 @@ from pathlib import Path
 from serving import running_server
 from training_fixtures import make_workspace
 
-from dvoinik.generation import Double
+from dvoinik.generation.double import Double
 from dvoinik.serve.app import Server
 from dvoinik.serve.engine import Engine
 from dvoinik.serve.launch import open_server

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dvoinik.evaluation_report import PLOTS, render_html, write_report_files
+from dvoinik.evaluation.report import PLOTS, render_html, write_report_files
 
 
 def _report(recommended: str | None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from synthetic import synthetic_prose
 
-from dvoinik.generation import GenerationError
+from dvoinik.generation.decoding import GenerationError
 from dvoinik.serve.context import build_context, triggered, with_note
 from dvoinik.serve.store import DocumentState, WorldInfo
 from dvoinik.tokens import train_bpe_tokenizer

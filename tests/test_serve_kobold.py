@@ -11,7 +11,8 @@ import pytest
 from memorising import memorising_double
 from serving_compat import API_KEY, compat_server, compat_workspace, double_server
 
-from dvoinik.generation import decoding_for, generate
+from dvoinik.generation.decoding import decoding_for
+from dvoinik.generation.variants import generate
 from dvoinik.serve.kobold import kobold_prompt
 
 PROMPT = "Ба ве го да ле"

@@ -10,7 +10,8 @@ import openai
 import pytest
 from serving_compat import API_KEY, compat_server, compat_workspace
 
-from dvoinik.generation import decoding_for, generate
+from dvoinik.generation.decoding import decoding_for
+from dvoinik.generation.variants import generate
 
 PROMPT = "Ба ве го да ле"
 

@@ -45,24 +45,17 @@ from rich.progress import (
 )
 
 from dvoinik import __version__, demo
-from dvoinik.check import CheckReport, CopiedSpan, check_file
-from dvoinik.copyindex import CopyIndexError
 from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build_corpus
 from dvoinik.corpus.report import authors_table, summary_line
-from dvoinik.evaluate import EvaluationError, evaluate_run
-from dvoinik.generation import (
-    Generation,
-    GenerationError,
-    Variant,
-    decoding_for,
-    generate,
-    load_double,
-    parse_style,
-    with_seed,
-)
+from dvoinik.evaluation.evaluate import EvaluationError, evaluate_run
+from dvoinik.evaluation.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
+from dvoinik.generation.check import CheckReport, CopiedSpan, check_file
+from dvoinik.generation.copyindex import CopyIndexError
+from dvoinik.generation.decoding import GenerationError, decoding_for, with_seed
+from dvoinik.generation.double import load_double, parse_style
+from dvoinik.generation.variants import Generation, Variant, generate
 from dvoinik.runs import AUTO, RunError
 from dvoinik.serve.launch import ServeError
-from dvoinik.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
 from dvoinik.tokens import TokensError
 from dvoinik.training.data import DataError
 from dvoinik.training.loop import TrainingError, train

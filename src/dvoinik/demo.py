@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from dvoinik.copyindex import CopyIndex, open_copy_index
 from dvoinik.corpus.build import BuildResult, build_corpus, load_documents
-from dvoinik.generation import CopyScore, decoding_for, generate, load_checkpoint
+from dvoinik.generation.copyindex import CopyIndex, open_copy_index
+from dvoinik.generation.decoding import decoding_for
+from dvoinik.generation.double import load_checkpoint
+from dvoinik.generation.variants import CopyScore, generate
 from dvoinik.runs import find_run, run_token_set
 from dvoinik.training.loop import TrainObserver, TrainResult, train
 from dvoinik.workspace import Workspace, WorkspaceError, add_sources, init_workspace, write_settings

@@ -161,7 +161,7 @@ class TrainSettings:
     lora_targets: str = _setting("", "comma-separated module names for LoRA; empty = chosen by architecture")
 
 
-PRESETS = ("coherent", "nucleus", "greedy", "beam")  # their values are in generation.py
+PRESETS = ("coherent", "nucleus", "greedy", "beam")  # their values are in generation/decoding.py
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dvoinik.generation import GenerationError
+from dvoinik.generation.decoding import GenerationError
 from dvoinik.serve.engine import Aborted, Busy, Engine
 from dvoinik.serve.store import Conflict, Store
 from dvoinik.workspace import GenerateSettings, ServeSettings, Workspace

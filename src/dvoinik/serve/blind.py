@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from dvoinik.evaluate import target_passages, word_starts
-from dvoinik.generation import Double, decoding_for, sample_ids
+from dvoinik.evaluation.evaluate import target_passages, word_starts
+from dvoinik.generation.decoding import decoding_for
+from dvoinik.generation.double import Double
+from dvoinik.generation.variants import sample_ids
 from dvoinik.tokens import TokenSet
 
 KINDS = ("single", "pairs", "both")

@@ -8,7 +8,8 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
-from dvoinik.generation import PRESET_VALUES, Decoding, Variant, decoding_for, random_seed
+from dvoinik.generation.decoding import PRESET_VALUES, Decoding, decoding_for, random_seed
+from dvoinik.generation.variants import Variant
 from dvoinik.serve.app import Server
 
 MAX_STOP_STRINGS = 64

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dvoinik.generation import GenerationError
+from dvoinik.generation.decoding import GenerationError
 from dvoinik.serve.store import DocumentState, WorldInfo
 
 SCAN_CHARS = 4000  # world-info keys are looked for in this much of the story's end

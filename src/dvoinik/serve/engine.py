@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from dvoinik.generation import Double
+from dvoinik.generation.double import Double
 
 Work = Callable[[Double, "Job"], Any]
 

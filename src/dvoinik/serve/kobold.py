@@ -26,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from dvoinik import __version__
-from dvoinik.generation import Decoding, Double, Generation, Variant
+from dvoinik.generation.decoding import Decoding
+from dvoinik.generation.double import Double
+from dvoinik.generation.variants import Generation, Variant
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.compat import (
     MAX_STOP_STRINGS,

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dvoinik.generation import load_double
+from dvoinik.generation.double import load_double
 from dvoinik.runs import AUTO
 from dvoinik.workspace import Workspace
 

@@ -24,7 +24,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from dvoinik.generation import Decoding, Generation
+from dvoinik.generation.decoding import Decoding
+from dvoinik.generation.variants import Generation
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.compat import (
     MAX_STOP_STRINGS,

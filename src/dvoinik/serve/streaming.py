@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from dvoinik.generation import Decoding, Double, Generation, GenerationError, generate, set_style_mix
+from dvoinik.generation.decoding import Decoding, GenerationError
+from dvoinik.generation.double import Double, set_style_mix
+from dvoinik.generation.variants import Generation, generate
 from dvoinik.serve.engine import Aborted, Job, Work
 from dvoinik.serve.store import Store, new_generation_id
 

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from dvoinik.generation import PRESET_VALUES, decoding_for, random_seed
+from dvoinik.generation.decoding import PRESET_VALUES, decoding_for, random_seed
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.compat import check_new_tokens, check_variants
 from dvoinik.serve.context import Context, build_context

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from training_fixtures import make_workspace
 
-from dvoinik.copyindex import INDEX_DIR, CopyIndex, SourceWork, open_copy_index, write_copy_index
+from dvoinik.generation.copyindex import INDEX_DIR, CopyIndex, SourceWork, open_copy_index, write_copy_index
 from dvoinik.tokens import prepare_tokens
 
 

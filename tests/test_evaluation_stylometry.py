@@ -11,7 +11,7 @@ from synthetic import SYLLABLES
 
 from dvoinik.corpus.build import CorpusError, build_corpus
 from dvoinik.corpus.clean import clean_text
-from dvoinik.stylometry import (
+from dvoinik.evaluation.stylometry import (
     StyleError,
     StyleModel,
     StyleSettings,

@@ -8,7 +8,7 @@ import pytest
 from test_cli import invoke
 from training_fixtures import make_workspace
 
-from dvoinik.evaluate import (
+from dvoinik.evaluation.evaluate import (
     EvaluationError,
     distinct_n,
     evaluate_run,
@@ -58,9 +58,9 @@ def test_passages_stay_inside_one_work_and_start_on_a_word() -> None:
 def test_samples_without_words_count_against_the_target(tmp_path: Path) -> None:
     from synthetic import synthetic_prose
 
-    from dvoinik.copyindex import SourceWork, write_copy_index
-    from dvoinik.evaluate import NO_WORDS, measure_texts
-    from dvoinik.stylometry import StyleSettings, fit_style_model
+    from dvoinik.evaluation.evaluate import NO_WORDS, measure_texts
+    from dvoinik.evaluation.stylometry import StyleSettings, fit_style_model
+    from dvoinik.generation.copyindex import SourceWork, write_copy_index
     from dvoinik.tokens import train_bpe_tokenizer
 
     texts = {"А": [(f"a{i}", synthetic_prose(i, 40)) for i in range(2)],

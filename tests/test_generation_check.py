@@ -11,8 +11,8 @@ from synthetic import synthetic_prose
 from test_cli import assert_user_error, invoke
 from training_fixtures import MICRO
 
-from dvoinik.check import check_file
 from dvoinik.corpus.build import build_corpus, load_documents
+from dvoinik.generation.check import check_file
 from dvoinik.training.loop import train
 from dvoinik.workspace import Workspace, add_sources, init_workspace, write_settings
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dvoinik.copyindex import CopyIndex, Span, open_copy_index
 from dvoinik.corpus.build import read_text_file
+from dvoinik.generation.copyindex import CopyIndex, Span, open_copy_index
 from dvoinik.runs import find_run, resolve_checkpoint, run_token_set
 from dvoinik.workspace import Workspace
 

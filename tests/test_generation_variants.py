@@ -8,16 +8,10 @@ from memorising import memorised_text, memorising_double
 from training_fixtures import make_workspace, save_tiny_gpt2
 
 from dvoinik.corpus.build import load_documents
-from dvoinik.generation import (
-    GenerationError,
-    cut_at_stop,
-    decoding_for,
-    generate,
-    load_checkpoint,
-    load_double,
-    parse_style,
-    set_style_mix,
-)
+from dvoinik.generation.decoding import GenerationError, decoding_for
+from dvoinik.generation.double import load_checkpoint, load_double, parse_style, set_style_mix
+from dvoinik.generation.streamer import cut_at_stop
+from dvoinik.generation.variants import generate
 from dvoinik.training.loop import train
 
 GUARD = 10

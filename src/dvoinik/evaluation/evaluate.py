@@ -33,10 +33,12 @@ from typing import Any
 import numpy as np
 
 from dvoinik.atomic import building_folder
-from dvoinik.copyindex import CopyIndex, open_copy_index
-from dvoinik.generation import Double, decoding_for, load_checkpoint, sample_ids
+from dvoinik.evaluation.stylometry import StyleError, StyleModel, attribute_many, load_or_fit_workspace_model
+from dvoinik.generation.copyindex import CopyIndex, open_copy_index
+from dvoinik.generation.decoding import decoding_for
+from dvoinik.generation.double import Double, load_checkpoint
+from dvoinik.generation.variants import sample_ids
 from dvoinik.runs import EVALUATION_DIR, REPORT_JSON, Run, find_run, run_token_set
-from dvoinik.stylometry import StyleError, StyleModel, attribute_many, load_or_fit_workspace_model
 from dvoinik.tokens import TokenSet
 from dvoinik.training.checkpoints import Checkpoint, list_checkpoints
 from dvoinik.training.data import validation_blocks
@@ -334,7 +336,7 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
     """Measure every checkpoint of `run` (default: the latest) and write its evaluation/ folder."""
     from transformers import AutoTokenizer
 
-    from dvoinik.evaluation_report import write_report_files
+    from dvoinik.evaluation.report import write_report_files
 
     settings = settings or ws.evaluate
     chosen: Run = find_run(ws, run)

@@ -1,0 +1,66 @@
+"""Streaming: each variant's new text as it grows, never a stop string or half a character."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class VariantStreamer:
+    """Receives each step's tokens from `generate` and hands out each variant's new text as it grows.
+
+    Text is held back while it could still turn into a stop string, and while it ends in an
+    incomplete UTF-8 character, so what is handed out is always a prefix of the final text.
+    """
+
+    def __init__(self, tokenizer: Any, rows: int, stop: tuple[str, ...], on_text: Callable[[int, str], None]) -> None:
+        self.tokenizer, self.stop, self.on_text = tokenizer, stop, on_text
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.sent = [0] * rows
+        self.done = [False] * rows
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate passes the prompt first
+            self._prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            if token == self.tokenizer.eos_token_id:
+                self._flush(row, final=True)
+                continue
+            self.ids[row].append(token)
+            self._flush(row, final=False)
+
+    def end(self) -> None:
+        for row in range(len(self.ids)):
+            if not self.done[row]:
+                self._flush(row, final=True)
+
+    def _flush(self, row: int, final: bool) -> None:
+        text, stopped = cut_at_stop(self.tokenizer.decode(self.ids[row], skip_special_tokens=True), self.stop)
+        if stopped or final:
+            self.done[row] = True
+        else:
+            text = text[: len(text) - _held_back(text, self.stop)]
+        if len(text) > self.sent[row]:
+            self.on_text(row, text[self.sent[row]:])
+            self.sent[row] = len(text)
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """`text` up to the first stop string (not included), and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def _held_back(text: str, stop: tuple[str, ...]) -> int:
+    """How many trailing characters might still change: an unfinished character or the start of a stop string."""
+    held = len(text) - len(text.rstrip("\ufffd"))
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                held = max(held, k)
+                break
+    return held

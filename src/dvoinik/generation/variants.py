@@ -1,0 +1,176 @@
+"""N continuations of a prompt in one batched call, each with its copy score.
+
+Decoding runs through `model.generate` of transformers with the processors of
+`generation.decoding` (the guard among them). Every variant carries a copy score: the
+longest span of its text found in the training texts (in tokens) and the work it comes
+from, from the token set's copy index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dvoinik.generation.copyindex import CopyIndex
+from dvoinik.generation.decoding import Decoding, GenerationError, logits_processors
+from dvoinik.generation.double import Double
+from dvoinik.generation.guard import originality_guard
+from dvoinik.generation.streamer import VariantStreamer, cut_at_stop
+
+
+@dataclass(frozen=True)
+class CopyScore:
+    """The longest span of a text found in the training texts."""
+
+    tokens: int
+    text: str = ""
+    work: str | None = None  # title of the source work
+    author: str | None = None
+    work_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    text: str
+    new_tokens: int
+    finish_reason: str  # "stop": end of text or a stop string; "length": max_new_tokens; "abort": asked to stop
+    copy: CopyScore | None = None
+    ids: tuple[int, ...] = ()  # the generated token ids (up to end of text)
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompt: str
+    prompt_tokens: int
+    checkpoint: str
+    decoding: Decoding
+    guard: int
+    variants: list[Variant] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "prompt": self.prompt, "prompt_tokens": self.prompt_tokens, "checkpoint": self.checkpoint,
+            "guard": self.guard, "decoding": {**asdict(self.decoding), "stop": list(self.decoding.stop)},
+            "variants": [{"text": v.text, "new_tokens": v.new_tokens, "finish_reason": v.finish_reason,
+                          "copy": asdict(v.copy) if v.copy else None} for v in self.variants],
+        }
+
+
+def copy_score(index: CopyIndex | None, tokenizer: Any, text: str) -> CopyScore | None:
+    """The longest span of `text` (tokenized as the training texts were) that occurs in the training texts."""
+    if index is None:
+        return None
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    span = index.longest_span(ids)
+    if span is None:
+        return CopyScore(0)
+    source, _ = index.source_at(span.position)
+    return CopyScore(span.length, tokenizer.decode(ids[span.start : span.end]), source.title, source.author, source.id)
+
+
+def prompt_ids(double: Double, prompt: str, max_new_tokens: int) -> Any:
+    """The prompt's ids, cut from the left so prompt and continuation stay within what the model was trained on.
+
+    When the continuation alone is longer than that, the prompt keeps at most half of it and
+    the continuation runs past the trained length (it may degrade there), but never past
+    the model's positions.
+    """
+    ids = double.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    if ids.shape[1] == 0 and double.eos_id is not None:  # an empty prompt: start a new text
+        import torch
+
+        ids = torch.tensor([[double.eos_id]])
+    budget = double.trained_length or double.context_length
+    if budget:
+        keep = max(budget - max_new_tokens, min(ids.shape[1], budget // 2), 1)
+        ids = ids[:, max(0, ids.shape[1] - keep):]
+    limit = double.context_length
+    if limit and ids.shape[1] + max_new_tokens > limit:
+        raise GenerationError(f"max_new_tokens {max_new_tokens} does not fit the model's context of {limit} tokens")
+    return ids
+
+
+def generate(
+    double: Double, prompt: str, decoding: Decoding, n: int = 1, guard: int = 0,
+    on_text: Callable[[int, str], None] | None = None, should_stop: Callable[[], bool] | None = None,
+) -> Generation:
+    """`n` continuations of `prompt` in one batched call; `on_text(variant, new_text)` streams them (not beams).
+
+    `should_stop()` is asked after every step; when it answers True, every variant ends
+    where it is, with finish reason "abort".
+    """
+    if n < 1:
+        raise GenerationError(f"n = {n}: ask for 1 variant or more")
+    if guard and double.index is None:
+        raise GenerationError("the originality guard needs the copy index of the training texts")
+    if guard == 1 or guard < 0:
+        raise GenerationError(f"--guard {guard}: 0 turns the guard off; otherwise 2 tokens or more")
+    if decoding.num_beams > 1 and n > decoding.num_beams:
+        raise GenerationError(f"--n {n} with beam search: at most num_beams ({decoding.num_beams}) variants")
+    ids = prompt_ids(double, prompt, decoding.max_new_tokens)
+    streamer = VariantStreamer(double.tokenizer, n, decoding.stop, on_text) if on_text and decoding.num_beams == 1 else None
+    rows = sample_ids(double, ids, decoding, guard, n, streamer, should_stop)
+    aborted = should_stop is not None and should_stop()
+    variants = [_variant(double, row, decoding, aborted) for row in rows]
+    return Generation(prompt, int(ids.shape[1]), double.checkpoint, decoding, guard, variants)
+
+
+def sample_ids(
+    double: Double, prompts: Any, decoding: Decoding, guard: int = 0, n: int = 1, streamer: Any = None,
+    should_stop: Callable[[], bool] | None = None, min_new_tokens: int = 0,
+) -> list[list[int]]:
+    """The new token ids for each of `n` variants of each row of `prompts` (equal-length rows), cut at end of text.
+
+    `min_new_tokens` bans the end of text until that many tokens are written.
+    """
+    import torch
+
+    guard_processor = originality_guard(double.index, guard, double.eos_id) if guard else None
+    device = next(double.model.parameters()).device
+    beams = decoding.num_beams > 1
+    batch = (prompts if beams else prompts.repeat_interleave(n, dim=0)).to(device)
+    # Neutral values override a checkpoint's generation_config.json, so generate adds no processor of its own.
+    neutral: dict[str, Any] = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+    if decoding.do_sample:
+        neutral |= {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0}
+    torch.manual_seed(decoding.seed)
+    with torch.no_grad():
+        output = double.model.generate(
+            input_ids=batch, attention_mask=torch.ones_like(batch),
+            do_sample=decoding.do_sample, num_beams=decoding.num_beams, num_return_sequences=n if beams else 1,
+            max_new_tokens=decoding.max_new_tokens, logits_processor=logits_processors(decoding, guard_processor),
+            stop_strings=list(decoding.stop) or None, tokenizer=double.tokenizer if decoding.stop else None,
+            pad_token_id=double.eos_id, eos_token_id=double.eos_id, streamer=streamer,
+            stopping_criteria=_stopping(should_stop), min_new_tokens=min_new_tokens or None, **neutral,
+        )
+    rows = []
+    for row in output[:, prompts.shape[1]:].tolist():
+        if double.eos_id is not None and double.eos_id in row:
+            row = row[: row.index(double.eos_id)]
+        rows.append(row)
+    return rows
+
+
+def _stopping(should_stop: Callable[[], bool] | None) -> Any:
+    """A transformers stopping criterion that ends every row once `should_stop()` is True."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    if should_stop is None:
+        return None
+
+    class Abort(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Abort()])
+
+
+def _variant(double: Double, new_ids: list[int], decoding: Decoding, aborted: bool = False) -> Variant:
+    text, stopped = cut_at_stop(double.tokenizer.decode(new_ids, skip_special_tokens=True), decoding.stop)
+    reason = "stop" if stopped or len(new_ids) < decoding.max_new_tokens else "length"
+    if aborted and not stopped and len(new_ids) < decoding.max_new_tokens:
+        reason = "abort"
+    return Variant(text, len(new_ids), reason, copy_score(double.index, double.tokenizer, text), tuple(new_ids))
