@@ -49,6 +49,8 @@ from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build
 from dvoinik.corpus.report import authors_table, summary_line
 from dvoinik.evaluation.evaluate import EvaluationError, evaluate_run
 from dvoinik.evaluation.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
+from dvoinik.export.build import ExportResult, export_double
+from dvoinik.export.options import ExportError, ExportOptions
 from dvoinik.generation.check import CheckReport, CopiedSpan, check_file
 from dvoinik.generation.copyindex import CopyIndexError
 from dvoinik.generation.decoding import GenerationError, decoding_for, with_seed
@@ -657,3 +659,57 @@ def serve_command(
                    (" · API key required" if api_key else " · no API key (this computer only)"), style="dim"),
               soft_wrap=True)
     run_server(server, port)
+
+
+# ---------------------------------------------------------------- export
+
+
+@app.command("export")
+@user_errors(ExportError, GenerationError, RunError, TokensError, ModelError)
+def export_command(
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Option("--run", help="The run (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint-N, best (the evaluation's pick), last; default: best if evaluated, else last.")] = AUTO,
+    to: Annotated[Path | None, typer.Option("--to", metavar="DIR", help="The export folder (default: exports/NAME-CHECKPOINT in the workspace).")] = None,
+    format: Annotated[str, typer.Option("--format", help="hf (a Hugging Face folder), gguf (llama.cpp, KoboldCpp, LM Studio, Ollama) or both.")] = "both",
+    gguf_type: Annotated[str, typer.Option("--gguf-type", help="f32, f16 or q8_0 (8-bit, about a quarter of f32).")] = "q8_0",
+    name: Annotated[str | None, typer.Option("--name", help="The model's name (card title, GGUF name, file names); default: [double] name.")] = None,
+    adapter: Annotated[bool, typer.Option("--adapter", help="A LoRA run: keep the adapter in the HF folder instead of merging it into its base.")] = False,
+    preset: Annotated[str | None, typer.Option("--preset", help="Sampling settings written for the runners and generation_config.json; default: [generate] preset.")] = None,
+    base_id: Annotated[str | None, typer.Option("--base-id", metavar="ORG/NAME", help="The hub id of a LoRA run's base, when it was trained from a local folder.")] = None,
+) -> None:
+    """Export a checkpoint: a clean Hugging Face folder, a GGUF file, a model card, and how to run it at home."""
+    ws = open_workspace(ctx)
+    options = ExportOptions(run=run, checkpoint=checkpoint, to=to, format=format, gguf_type=gguf_type, name=name,
+                            adapter=adapter, preset=preset, base_id=base_id)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+    with progress:
+        task = progress.add_task("starting", total=None)
+        result = export_double(ws, options, lambda what, done, total: progress.update(
+            task, description=what, completed=done, total=total or None))
+    _print_export(result)
+
+
+def _print_export(result: ExportResult) -> None:
+    out = _console()
+    out.print(Text.assemble(("Exported ", "bold"), (f"{result.source.run.name}/{result.source.checkpoint.name}", "bold"),
+                            " to ", (str(result.folder), "bold cyan")), soft_wrap=True)
+    out.print(Text(f"Chosen: {result.source.why}", style="dim"), soft_wrap=True)
+    table = Table("file", "size")
+    for file, size in result.files.items():
+        table.add_row(file, f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes")
+    out.print(table)
+    if result.gguf is not None:
+        out.print(Text(f"GGUF: {result.gguf.architecture}, pre-tokenizer {result.gguf.pre_tokenizer}, context "
+                       f"{result.gguf.context_length}, tensors " +
+                       ", ".join(f"{n} {kind}" for kind, n in sorted(result.gguf.types.items())), style="dim"),
+                  soft_wrap=True)
+        out.print(f"Ollama: cd {result.folder} && ollama create {result.ollama_name} -f Modelfile && "
+                  f"ollama run {result.ollama_name}", soft_wrap=True)
+        out.print("KoboldCpp, LM Studio, llama.cpp: see RUNNING.md there", soft_wrap=True)
+    out.print(Text("The originality guard is not in the weights: check what you publish with `dvoinik check`.",
+                   style="yellow"), soft_wrap=True)
