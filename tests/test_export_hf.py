@@ -47,6 +47,7 @@ def exported(served_ws, tmp_path_factory: pytest.TempPathFactory):
 def test_folder_holds_weights_only_world_readable(exported) -> None:
     checkpoint, folder, files = exported
     assert (checkpoint / "resume" / "state.pt").is_file()  # the checkpoint has optimizer state...
+    assert stat.S_IMODE((checkpoint / "model.safetensors").stat().st_mode) & 0o044 == 0o044  # and is readable
     assert sorted(p.name for p in files) == ["config.json", "generation_config.json", "model.safetensors",
                                              "tokenizer.json", "tokenizer_config.json"]  # ...the export none
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in files)

@@ -131,12 +131,22 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
+        readable_files(staging)
         fsync_files(staging)
         if final.exists():  # a step saved twice (resumed right after a save): the new one wins
             shutil.rmtree(final)
         os.replace(staging, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def readable_files(folder: Path) -> None:
+    """Give every file a new file's mode (0666 less the umask): transformers writes model.safetensors 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def load_resume_state(accelerator: Any, checkpoint: Path, optimizer: Any, scheduler: Any) -> tuple[dict, dict]:
