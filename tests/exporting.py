@@ -90,3 +90,19 @@ def save_tiny_qwen2(folder: Path) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def greedy(model, ids: list[int], count: int) -> tuple[list[int], list[float]]:
+    """`count` greedy tokens with the KV cache (not stopping at EOS; no generation_config applies), and each
+    step's margin between the two best logits."""
+    import torch
+
+    out, margins = [], []
+    with torch.no_grad():
+        result = model(torch.tensor([ids]), use_cache=True)
+        for _ in range(count):
+            top = torch.topk(result.logits[0, -1], 2)
+            out.append(int(top.indices[0]))
+            margins.append(float(top.values[0] - top.values[1]))
+            result = model(torch.tensor([[out[-1]]]), past_key_values=result.past_key_values, use_cache=True)
+    return out, margins

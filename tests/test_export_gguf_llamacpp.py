@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from exporting import RUSSIAN_TEXTS, prose, save_tiny_llama, save_tiny_qwen2
+from exporting import RUSSIAN_TEXTS, greedy, prose, save_tiny_llama, save_tiny_qwen2
 from training_fixtures import save_tiny_gpt2
 
 from dvoinik.export.gguf_file import write_gguf
@@ -37,23 +37,6 @@ def open_gguf(path: Path, context: int):
                            type_v=GGML_TYPE_F32, verbose=False)
 
 
-def hf_greedy(model, ids: list[int], count: int) -> tuple[list[int], list[float]]:
-    """Greedy continuation without stopping at EOS, and each step's margin between the best two logits."""
-    import torch
-
-    out, margins = [], []
-    with torch.no_grad():
-        result = model(torch.tensor([ids]), use_cache=True)
-        for _ in range(count):
-            logits = result.logits[0, -1]
-            top = torch.topk(logits, 2)
-            token = int(top.indices[0])
-            out.append(token)
-            margins.append(float(top.values[0] - top.values[1]))
-            result = model(torch.tensor([[token]]), past_key_values=result.past_key_values, use_cache=True)
-    return out, margins
-
-
 def llama_greedy(llm, ids: list[int], count: int) -> list[int]:
     out = []
     for token in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
@@ -69,7 +52,7 @@ def check_same(gguf: Path, model, tokenizer, context: int, texts: list[str]) -> 
         expected = tokenizer(text, add_special_tokens=False).input_ids
         assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) == expected, text
     prompt = tokenizer(PROMPT, add_special_tokens=False).input_ids
-    expected, margins = hf_greedy(model, prompt, NEW_TOKENS)
+    expected, margins = greedy(model, prompt, NEW_TOKENS)
     actual = llama_greedy(llm, prompt, NEW_TOKENS)
     first = next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), None)
     assert first is None, f"diverges at token {first} (transformers' top-2 margin there {margins[first]:.2e})"

@@ -6,6 +6,7 @@ import json
 import stat
 
 import pytest
+from exporting import greedy
 
 from dvoinik.export.hf import config_for_export, generation_config_values, write_model_folder
 from dvoinik.generation.decoding import decoding_for
@@ -67,8 +68,7 @@ def test_config_and_tokenizer_config_carry_keys_both_versions_read(exported) -> 
 
 
 def test_folder_loads_and_writes_the_checkpoints_greedy_tokens(exported) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     checkpoint, folder, _ = exported
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -76,12 +76,9 @@ def test_folder_loads_and_writes_the_checkpoints_greedy_tokens(exported) -> None
     ids = tokenizer("В то утро она вышла из дома и", return_tensors="pt").input_ids
     assert ids.tolist() == AutoTokenizer.from_pretrained(checkpoint)("В то утро она вышла из дома и",
                                                                      return_tensors="pt").input_ids.tolist()
-    greedy = GenerationConfig(do_sample=False, max_new_tokens=64, min_new_tokens=64, use_cache=True,
-                              pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
     outputs = []
     for where in (checkpoint, folder):
-        model = AutoModelForCausalLM.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where).eval()
         assert model.config.use_cache is (where == folder)
-        with torch.no_grad():
-            outputs.append(model.generate(ids, generation_config=greedy).tolist())
-    assert outputs[0] == outputs[1] and len(outputs[0][0]) == ids.shape[1] + 64
+        outputs.append(greedy(model, ids[0].tolist(), 64)[0])
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 64
