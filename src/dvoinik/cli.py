@@ -671,7 +671,7 @@ def export_command(
     run: Annotated[str | None, typer.Option("--run", help="The run (default: the latest).")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint-N, best (the evaluation's pick), last; default: best if evaluated, else last.")] = AUTO,
     to: Annotated[Path | None, typer.Option("--to", metavar="DIR", help="The export folder (default: exports/NAME-CHECKPOINT in the workspace).")] = None,
-    format: Annotated[str, typer.Option("--format", help="hf (a Hugging Face folder), gguf (llama.cpp, KoboldCpp, LM Studio, Ollama) or both.")] = "both",
+    formats: Annotated[str, typer.Option("--format", help="hf (a Hugging Face folder), gguf (llama.cpp, KoboldCpp, LM Studio, Ollama) or both.")] = "both",
     gguf_type: Annotated[str, typer.Option("--gguf-type", help="f32, f16 or q8_0 (8-bit, about a quarter of f32).")] = "q8_0",
     name: Annotated[str | None, typer.Option("--name", help="The model's name (card title, GGUF name, file names); default: [double] name.")] = None,
     adapter: Annotated[bool, typer.Option("--adapter", help="A LoRA run: keep the adapter in the HF folder instead of merging it into its base.")] = False,
@@ -680,7 +680,7 @@ def export_command(
 ) -> None:
     """Export a checkpoint: a clean Hugging Face folder, a GGUF file, a model card, and how to run it at home."""
     ws = open_workspace(ctx)
-    options = ExportOptions(run=run, checkpoint=checkpoint, to=to, format=format, gguf_type=gguf_type, name=name,
+    options = ExportOptions(run=run, checkpoint=checkpoint, to=to, format=formats, gguf_type=gguf_type, name=name,
                             adapter=adapter, preset=preset, base_id=base_id)
     from transformers.utils import logging as transformers_logging
 

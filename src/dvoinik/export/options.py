@@ -7,6 +7,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from dvoinik.runs import AUTO
+
 FORMATS = ("hf", "gguf", "both")
 GGUF_TYPES = ("f32", "f16", "q8_0")
 
@@ -27,7 +29,7 @@ class ExportOptions:
     """One export: which checkpoint, where, in which formats. None means "the default" (see `export_double`)."""
 
     run: str | None = None
-    checkpoint: str = "auto"  # a name, best, last, or auto (best when evaluated, else last)
+    checkpoint: str = AUTO  # a name, best, last, or auto (best when evaluated, else last)
     to: Path | None = None  # default: <workspace>/exports/<slug>-<checkpoint>
     format: str = "both"
     gguf_type: str = "q8_0"
