@@ -42,7 +42,7 @@ def make_workspace(root: Path, train: dict | None = None) -> Workspace:
     return ws
 
 
-def save_tiny_gpt2(folder: Path, texts: list[str]) -> Path:
+def save_tiny_gpt2(folder: Path, texts: list[str], positions: int = 64) -> Path:
     """A randomly initialised 2-layer GPT-2 with its own small BPE tokenizer, saved as a local HF folder."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -50,7 +50,7 @@ def save_tiny_gpt2(folder: Path, texts: list[str]) -> Path:
     from dvoinik.tokens import train_bpe_tokenizer
 
     tokenizer = train_bpe_tokenizer(lambda: iter(texts), 400)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=positions, n_embd=32, n_layer=2, n_head=2,
                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     GPT2LMHeadModel(config).save_pretrained(folder)

@@ -76,7 +76,7 @@ def export_double(ws: Workspace, options: ExportOptions, on_progress: ProgressCa
     tokenizer = load_tokenizer(source)
     model = load_merged_model(source) if options.writes_gguf or not options.adapter else None
     if options.writes_gguf:  # refuse an architecture or tokenizer llama.cpp cannot take before writing anything
-        gguf_architecture(model.config)
+        gguf_architecture(model.config, type(model).__name__)
         gguf_vocabulary(tokenizer, int(model.config.vocab_size))
     gguf_name = f"{stem}-{options.gguf_type}.gguf" if options.writes_gguf else None
     summary = None

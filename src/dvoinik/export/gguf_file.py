@@ -76,9 +76,10 @@ class GGUFSummary:
 # ---------------------------------------------------------------- architecture
 
 
-def gguf_architecture(config: Any) -> str:
-    """The GGUF architecture of a transformers config; anything else is refused in one line."""
-    names = list(getattr(config, "architectures", None) or [])
+def gguf_architecture(config: Any, class_name: str | None = None) -> str:
+    """The GGUF architecture of a transformers config (or of the model's class, for a config that names none);
+    anything else is refused in one line."""
+    names = list(getattr(config, "architectures", None) or ([class_name] if class_name else []))
     for name in names:
         if name in ARCHITECTURES:
             return ARCHITECTURES[name]
@@ -251,7 +252,7 @@ def write_gguf(path: Path, model: Any, tokenizer: Any, name: str, context_length
     import gguf
 
     config = model.config
-    arch = gguf_architecture(config)
+    arch = gguf_architecture(config, type(model).__name__)
     vocab_size = int(config.vocab_size)
     vocabulary = gguf_vocabulary(tokenizer, vocab_size)
     writer = gguf.GGUFWriter(path, arch)
