@@ -673,9 +673,9 @@ def export_command(
     to: Annotated[Path | None, typer.Option("--to", metavar="DIR", help="The export folder (default: exports/NAME-CHECKPOINT in the workspace).")] = None,
     formats: Annotated[str, typer.Option("--format", help="hf (a Hugging Face folder), gguf (llama.cpp, KoboldCpp, LM Studio, Ollama) or both.")] = "both",
     gguf_type: Annotated[str, typer.Option("--gguf-type", help="f32, f16 or q8_0 (8-bit, about a quarter of f32).")] = "q8_0",
-    name: Annotated[str | None, typer.Option("--name", help="The model's name (card title, GGUF name, file names); default: [double] name.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The model's name (card title, GGUF name, file names); default: the workspace's name.")] = None,
     adapter: Annotated[bool, typer.Option("--adapter", help="A LoRA run: keep the adapter in the HF folder instead of merging it into its base.")] = False,
-    preset: Annotated[str | None, typer.Option("--preset", help="Sampling settings written for the runners and generation_config.json; default: [generate] preset.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Sampling settings written for the runners and generation_config.json; default: the workspace's preset.")] = None,
     base_id: Annotated[str | None, typer.Option("--base-id", metavar="ORG/NAME", help="The hub id of a LoRA run's base, when it was trained from a local folder.")] = None,
 ) -> None:
     """Export a checkpoint: a clean Hugging Face folder, a GGUF file, a model card, and how to run it at home."""
