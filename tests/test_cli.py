@@ -425,3 +425,10 @@ def test_serve_refuses_the_network_without_a_key_a_taken_port_and_a_workspace_wi
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         assert_user_error(invoke("-w", ws, "serve", "--port", str(taken.getsockname()[1])), "cannot listen", "--port")
+
+
+def test_help_keeps_the_settings_it_names() -> None:
+    """Help texts name settings as `[table] key`; rich markup would have deleted the brackets and the table."""
+    result = invoke("serve", "--help")
+    assert result.exit_code == 0
+    assert "[serve] host" in " ".join(result.stdout.split())

@@ -152,6 +152,7 @@ app = typer.Typer(
     cls=DvoinikGroup,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts name settings as [table] key; as markup, rich would delete them
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
