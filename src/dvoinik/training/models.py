@@ -203,7 +203,11 @@ def load_checkpoint_model(folder: Path, trainable: bool = False, dtype: Any = No
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts (of the whole model, also where ZeRO-3 has partitioned it at load)."""
+
+    def size(p: Any) -> int:
+        return getattr(p, "ds_numel", None) or p.numel()
+
+    trainable = sum(size(p) for p in model.parameters() if p.requires_grad)
+    total = sum(size(p) for p in model.parameters())
     return trainable, total
