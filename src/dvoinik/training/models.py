@@ -51,13 +51,12 @@ def check_combination(base: str, method: str) -> None:
         )
 
 
-def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: int) -> Any:
-    """A freshly initialised built-in model (the same weights for the same seed)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def builtin_config(name: str, vocab_size: int, eos_id: int, block_size: int) -> Any:
+    """The transformers LlamaConfig of a built-in configuration."""
+    from transformers import LlamaConfig
 
     shape = BUILTIN_MODELS[name]
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=shape.hidden,
         num_hidden_layers=shape.layers,
@@ -71,6 +70,14 @@ def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: in
         tie_word_embeddings=True,
         attn_implementation="sdpa",
     )
+
+
+def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: int) -> Any:
+    """A freshly initialised built-in model (the same weights for the same seed)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    config = builtin_config(name, vocab_size, eos_id, block_size)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
