@@ -136,9 +136,31 @@ def from_folder_cache_or_hub(loader: Callable[..., Any], base: str, **kwargs: An
 
 
 def load_base_tokenizer(base: str) -> Any:
+    """The base's tokenizer; one that names no end-of-text token gets the model's own (config.json), else its BOS
+    or SEP, so that documents can be separated, and generation stopped, with a token the model knows."""
     from transformers import AutoTokenizer
 
-    return from_folder_cache_or_hub(AutoTokenizer.from_pretrained, base)
+    tokenizer = from_folder_cache_or_hub(AutoTokenizer.from_pretrained, base)
+    if tokenizer.eos_token_id is None:
+        separator = _document_separator(base, tokenizer)
+        if separator is not None:
+            tokenizer.eos_token = separator
+    return tokenizer
+
+
+def _document_separator(base: str, tokenizer: Any) -> str | None:
+    from transformers import AutoConfig
+
+    try:
+        eos = getattr(from_folder_cache_or_hub(AutoConfig.from_pretrained, base), "eos_token_id", None)
+    except ModelError:
+        eos = None
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    for candidate in (eos, tokenizer.bos_token_id, tokenizer.sep_token_id):
+        if isinstance(candidate, int) and 0 <= candidate < len(tokenizer):
+            return tokenizer.convert_ids_to_tokens(candidate)
+    return None
 
 
 def load_base_model(base: str, dtype: Any = None) -> Any:

@@ -1,0 +1,142 @@
+"""Fast decoding: a static KV cache and, on CUDA, a compiled decoding step (transformers' StaticCache + torch.compile).
+
+    prompt ids (n rows, one per variant) ──► prefill: one eager forward that fills the static cache
+                                                │ logits of the last position (fp32)
+                                                ▼
+       processors (generation/decoding.py: penalties, the guard, the samplers, in that order)
+                                                ▼
+       argmax (greedy) or one draw from the softmax ──► streamer, EOS, stop strings, abort
+                                                │
+       decoding step: one token per row through the compiled forward (CUDA graphs), in place
+       in the cache ◄───────────────────────────┘
+
+`model.generate` with a dynamic cache launches hundreds of small kernels per token and
+re-plans its attention masks every step; on a GPU the step is then bound by the Python
+and the launches, not by reading the weights. Here the cache is allocated once (per model,
+batch and length bucket) and the step is one CUDA graph. The loop is `generate`'s sampling
+loop, written out: the same processors in the same order, the same draw
+(`torch.multinomial` on the softmax, from the global generator), the same padding of
+finished rows, so greedy decoding gives the same tokens as `model.generate` (tested on the
+CPU, where the step runs uncompiled).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+# One set of static caches per loaded model (dropped with the model): the compiled step is
+# bound to the cache's tensors, so a cache is kept and reset rather than made anew per call.
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+LENGTH_BUCKET = 256  # cache lengths are rounded up to this, so the step is compiled for few shapes
+
+
+def causal_model(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (its LoRA layers are in it), or the model itself."""
+    inner = getattr(model, "get_base_model", None)
+    return inner() if callable(inner) else model
+
+
+def available(model: Any, num_beams: int) -> bool:
+    """Whether the fast path applies: a CUDA model whose architecture compiles with a static cache, no beams."""
+    inner = causal_model(model)
+    device = next(inner.parameters()).device
+    return device.type == "cuda" and num_beams == 1 and bool(getattr(inner, "_can_compile_fullgraph", False))
+
+
+@dataclass
+class StaticDecoder:
+    """A model's static cache for one batch size and length, and its decoding step."""
+
+    model: Any
+    cache: Any
+    batch: int
+    length: int
+    step: Any  # model(...) compiled on CUDA, the model itself elsewhere
+
+    def prefill(self, input_ids: Any) -> Any:
+        """Fill the cache with the prompts; the last position's logits in fp32."""
+        self.cache.reset()
+        out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :].float()
+
+    def next_logits(self, tokens: Any) -> Any:
+        """One token per row through the (compiled) step; logits in fp32."""
+        out = self.step(input_ids=tokens[:, None], cache=self.cache, use_cache=True)
+        return out.logits[:, -1, :].float()
+
+
+def decoder_for(model: Any, batch: int, length: int, compile: bool) -> StaticDecoder:
+    """The static decoder of `model` for `batch` rows of up to `length` tokens, made once and then reused."""
+    from transformers import StaticCache
+
+    inner = causal_model(model)
+    bucket = -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
+    limit = getattr(inner.config.get_text_config(), "max_position_embeddings", None)
+    if limit:
+        bucket = min(bucket, max(limit, length))
+    decoders = _DECODERS.setdefault(inner, {})
+    key = (batch, bucket, compile)
+    if key not in decoders:
+        step = inner
+        if compile:
+            from transformers import CompileConfig
+
+            step = inner.get_compiled_call(CompileConfig(fullgraph=True))
+        decoders[key] = StaticDecoder(inner, StaticCache(config=inner.config, max_cache_len=bucket), batch, bucket, step)
+    return decoders[key]
+
+
+def sample(
+    model: Any, input_ids: Any, logits_processor: Any, *, do_sample: bool, max_new_tokens: int,
+    eos_token_id: int | None, pad_token_id: int | None, stopping_criteria: Any = None, streamer: Any = None,
+    min_new_tokens: int = 0, compile: bool | None = None,
+) -> Any:
+    """`model.generate(input_ids, ...)` for sampling and greedy decoding, on a static cache; the ids, prompt first.
+
+    `logits_processor` is the list of generation/decoding.py; `stopping_criteria` (stop
+    strings, an abort) is asked after every token, as `generate` asks it.
+    """
+    import torch
+    from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor
+
+    batch, prompt_length = input_ids.shape
+    device = input_ids.device
+    compile = device.type == "cuda" if compile is None else compile
+    decoder = decoder_for(model, batch, prompt_length + max_new_tokens, compile)
+    processors = LogitsProcessorList()
+    if min_new_tokens and eos_token_id is not None:  # first, as generate puts it
+        processors.append(MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, eos_token_id, device=device))
+    processors.extend(logits_processor or [])
+    ids = torch.empty((batch, prompt_length + max_new_tokens), dtype=input_ids.dtype, device=device)
+    ids[:, :prompt_length] = input_ids
+    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    pad = torch.tensor(pad_token_id if pad_token_id is not None else 0, device=device)
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    length = prompt_length
+    with torch.no_grad():
+        logits = decoder.prefill(input_ids)
+        while True:
+            scores = processors(ids[:, :length], logits)
+            if do_sample:
+                tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+            else:
+                tokens = torch.argmax(scores, dim=-1)
+            if pad_token_id is not None:
+                tokens = torch.where(unfinished, tokens, pad)
+            ids[:, length] = tokens
+            length += 1
+            if streamer is not None:
+                streamer.put(tokens.cpu())
+            if eos_token_id is not None:
+                unfinished &= tokens != eos_token_id
+            if stopping_criteria:
+                unfinished &= ~stopping_criteria(ids[:, :length], scores)
+            if length - prompt_length >= max_new_tokens or not bool(unfinished.any()):
+                break
+            logits = decoder.next_logits(tokens)
+    if streamer is not None:
+        streamer.end()
+    return ids[:, :length]
