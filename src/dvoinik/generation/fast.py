@@ -88,6 +88,16 @@ def decoder_for(model: Any, batch: int, length: int, compile: bool) -> StaticDec
     return decoders[key]
 
 
+def _split_at_guard(processors: Any) -> tuple[Any, Any, Any]:
+    """(processors before the guard, the guard or None, processors after it): the guard's lookup is run apart."""
+    from transformers import LogitsProcessorList
+
+    at = next((i for i, p in enumerate(processors) if hasattr(p, "banned") and hasattr(p, "ban")), None)
+    if at is None:
+        return processors, None, LogitsProcessorList()
+    return LogitsProcessorList(processors[:at]), processors[at], LogitsProcessorList(processors[at + 1:])
+
+
 def sample(
     model: Any, input_ids: Any, logits_processor: Any, *, do_sample: bool, max_new_tokens: int,
     eos_token_id: int | None, pad_token_id: int | None, stopping_criteria: Any = None, streamer: Any = None,
@@ -97,29 +107,51 @@ def sample(
 
     `logits_processor` is the list of generation/decoding.py; `stopping_criteria` (stop
     strings, an abort) is asked after every token, as `generate` asks it.
+
+    The loop keeps the GPU busy: each step's tokens are copied to the host, the next step's
+    forward is queued behind the copy, and only then does the host wait (for the copy alone)
+    and do its share: the streamer, the end-of-text check, and the guard's lookup for the
+    next step, all while the GPU computes the next logits.
     """
     import torch
     from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor
 
     batch, prompt_length = input_ids.shape
     device = input_ids.device
-    compile = device.type == "cuda" if compile is None else compile
+    on_gpu = device.type == "cuda"
+    compile = on_gpu if compile is None else compile
     decoder = decoder_for(model, batch, prompt_length + max_new_tokens, compile)
     processors = LogitsProcessorList()
     if min_new_tokens and eos_token_id is not None:  # first, as generate puts it
         processors.append(MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, eos_token_id, device=device))
     processors.extend(logits_processor or [])
-    ids = torch.empty((batch, prompt_length + max_new_tokens), dtype=input_ids.dtype, device=device)
+    before, guard, after = _split_at_guard(processors)
+
+    total = prompt_length + max_new_tokens
+    ids = torch.empty((batch, total), dtype=input_ids.dtype, device=device)
     ids[:, :prompt_length] = input_ids
+    host = torch.empty((batch, total), dtype=input_ids.dtype, pin_memory=on_gpu)  # the same ids, on the host
+    host[:, :prompt_length] = input_ids.cpu()
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    running = torch.ones(batch, dtype=torch.bool)  # `unfinished` as the host knows it
     pad = torch.tensor(pad_token_id if pad_token_id is not None else 0, device=device)
+
+    def lookup(length: int) -> Any:
+        if guard is None or length < guard.context:
+            return None
+        return guard.banned(host[:, length - guard.context : length].numpy())
+
     if streamer is not None:
         streamer.put(input_ids.cpu())
     length = prompt_length
     with torch.no_grad():
         logits = decoder.prefill(input_ids)
+        bans = lookup(length)
         while True:
-            scores = processors(ids[:, :length], logits)
+            scores = before(ids[:, :length], logits)
+            if bans is not None:
+                scores = guard.ban(scores, bans)
+            scores = after(ids[:, :length], scores)
             if do_sample:
                 tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
             else:
@@ -127,16 +159,31 @@ def sample(
             if pad_token_id is not None:
                 tokens = torch.where(unfinished, tokens, pad)
             ids[:, length] = tokens
+            host[:, length].copy_(tokens, non_blocking=True)
+            copied = torch.cuda.Event() if on_gpu else None
+            if copied is not None:
+                copied.record()
             length += 1
-            if streamer is not None:
-                streamer.put(tokens.cpu())
+            last = length - prompt_length >= max_new_tokens
             if eos_token_id is not None:
                 unfinished &= tokens != eos_token_id
             if stopping_criteria:
                 unfinished &= ~stopping_criteria(ids[:, :length], scores)
-            if length - prompt_length >= max_new_tokens or not bool(unfinished.any()):
+            if not last:
+                upcoming = decoder.next_logits(tokens)  # queued behind the copy; computed while the host works
+            if copied is not None:
+                copied.synchronize()
+            new = host[:, length - 1]
+            if streamer is not None:
+                streamer.put(new.clone())
+            if eos_token_id is not None:
+                running &= new != eos_token_id
+            if stopping_criteria:
+                running &= unfinished.cpu()  # stop strings are matched on the device: wait for them
+            if last or not bool(running.any()):
                 break
-            logits = decoder.next_logits(tokens)
+            bans = lookup(length)
+            logits = upcoming
     if streamer is not None:
         streamer.end()
     return ids[:, :length]
