@@ -30,6 +30,7 @@ from typing import Any
 # bound to the cache's tensors, so a cache is kept and reset rather than made anew per call.
 _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 LENGTH_BUCKET = 256  # cache lengths are rounded up to this, so the step is compiled for few shapes
+DECODERS_KEPT = 4  # per model: caches for the last few (batch, length) pairs; the oldest is dropped
 
 
 def causal_model(model: Any) -> Any:
@@ -57,14 +58,25 @@ class StaticDecoder:
 
     def prefill(self, input_ids: Any) -> Any:
         """Fill the cache with the prompts; the last position's logits in fp32."""
+        import torch
+
         self.cache.reset()
         out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :].float()
+        return out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
 
-    def next_logits(self, tokens: Any) -> Any:
-        """One token per row through the (compiled) step; logits in fp32."""
-        out = self.step(input_ids=tokens[:, None], cache=self.cache, use_cache=True)
-        return out.logits[:, -1, :].float()
+    def next_logits(self, ids: Any, attention_mask: Any) -> Any:
+        """The next logits (fp32) after `ids`, whose last token is not in the cache yet: one (compiled) step.
+
+        The step's inputs, and its 4-D mask over the whole static cache, are made as `generate`
+        makes them, outside the compiled graph; the logits are copied out of it (a CUDA graph
+        overwrites its outputs on the next replay).
+        """
+        import torch
+
+        inputs = self.model.prepare_inputs_for_generation(ids, next_sequence_length=1, cache=self.cache,
+                                                          attention_mask=attention_mask, use_cache=True)
+        out = self.step(**inputs, return_dict=True)
+        return out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
 
 
 def decoder_for(model: Any, batch: int, length: int, compile: bool) -> StaticDecoder:
@@ -79,11 +91,13 @@ def decoder_for(model: Any, batch: int, length: int, compile: bool) -> StaticDec
     decoders = _DECODERS.setdefault(inner, {})
     key = (batch, bucket, compile)
     if key not in decoders:
+        for old in list(decoders)[: max(0, len(decoders) - DECODERS_KEPT + 1)]:
+            del decoders[old]  # its cache's memory goes back when nothing else holds it
         step = inner
         if compile:
             from transformers import CompileConfig
 
-            step = inner.get_compiled_call(CompileConfig(fullgraph=True))
+            step = inner.get_compiled_call(CompileConfig())  # generate's own choice: inductor, CUDA graphs
         decoders[key] = StaticDecoder(inner, StaticCache(config=inner.config, max_cache_len=bucket), batch, bucket, step)
     return decoders[key]
 
@@ -132,6 +146,7 @@ def sample(
     ids[:, :prompt_length] = input_ids
     host = torch.empty((batch, total), dtype=input_ids.dtype, pin_memory=on_gpu)  # the same ids, on the host
     host[:, :prompt_length] = input_ids.cpu()
+    mask = torch.ones((batch, total), dtype=torch.long, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     running = torch.ones(batch, dtype=torch.bool)  # `unfinished` as the host knows it
     pad = torch.tensor(pad_token_id if pad_token_id is not None else 0, device=device)
@@ -170,7 +185,7 @@ def sample(
             if stopping_criteria:
                 unfinished &= ~stopping_criteria(ids[:, :length], scores)
             if not last:
-                upcoming = decoder.next_logits(tokens)  # queued behind the copy; computed while the host works
+                upcoming = decoder.next_logits(ids[:, :length], mask[:, :length])  # queued behind the copy
             if copied is not None:
                 copied.synchronize()
             new = host[:, length - 1]
