@@ -79,7 +79,7 @@ GPU = Sizes(
     llama_1b=dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                   num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
                   tie_word_embeddings=True),
-    block=1024, train_batch=16, lora_batch=8, train_steps=30, lora_steps=12, warmup=6, new_tokens=256,
+    block=1024, train_batch=16, lora_batch=8, train_steps=24, lora_steps=12, warmup=6, new_tokens=256,
     prompt_tokens=64,
 )
 SMOKE = Sizes(
@@ -128,6 +128,10 @@ def free_memory() -> None:
 
 def peak_memory() -> int | None:
     return torch.cuda.max_memory_allocated() if cuda() else None
+
+
+def count(weights: int) -> str:
+    return f"{weights / 1e9:.2f}B" if weights >= 1e9 else f"{weights / 1e6:,.1f}M"
 
 
 def gib(value: int | None) -> str:
@@ -246,7 +250,7 @@ def full_fine_tune(root: Path, ws: Workspace, tokenizer: Any, sizes: Sizes, args
     flops = 6 * weights + attention_flops(config.n_layer, config.n_embd, sizes.block)
     plan = planned(folder, settings)
     return [
-        f"**Full fine-tune, GPT-2 of ruGPT-3 large's shape** ({weights / 1e6:,.0f}M weights), block {sizes.block}, "
+        f"**Full fine-tune, GPT-2 of ruGPT-3 large's shape** ({count(weights)} weights), block {sizes.block}, "
         f"batch {sizes.train_batch}, {'bf16 autocast' if cuda() else 'fp32'}, "
         f"{'torch.compile' if args.compile else 'eager'}; {flops / 1e9:.2f} GFLOPs per token "
         f"(6·N + 12·L·d·T); steady state after {sizes.warmup} steps of {sizes.train_steps}.",
@@ -275,7 +279,7 @@ def lora_8b(root: Path, ws: Workspace, tokenizer: Any, sizes: Sizes, args: argpa
         weights = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
     flops = 4 * weights + attention_flops(config.num_hidden_layers, config.hidden_size, sizes.block)
     return [
-        f"**LoRA r16 (q_proj, v_proj), Llama-3-8B's shape** ({weights / 1e9:.2f}B weights, the base in bf16), "
+        f"**LoRA r16 (q_proj, v_proj), Llama-3-8B's shape** ({count(weights)} weights, the base in bf16), "
         f"block {sizes.block}, batch {sizes.lora_batch}, eager; {flops / 1e9:.1f} GFLOPs per token "
         "(4·N + 12·L·d·T: no weight gradients for the frozen base).",
         "",
@@ -307,7 +311,9 @@ def generation(root: Path, ws: Workspace, tokenizer: Any, sizes: Sizes, args: ar
 
     def rate(n: int, guard: int, fast: bool) -> float:
         kwargs = dict(n=n, fast=fast, min_new_tokens=sizes.new_tokens)  # every row held to the full length
-        sample_ids(double, prompt, decoding, guard, **kwargs)  # compiles (fast path) and warms up
+        # A warm-up: the fast path compiles its step for this batch and cache length (so at full length).
+        warm = decoding if fast else decoding_for("nucleus", max_new_tokens=16, seed=0)
+        sample_ids(double, prompt, warm, guard, **{**kwargs, "min_new_tokens": warm.max_new_tokens})
         if cuda():
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -324,11 +330,11 @@ def generation(root: Path, ws: Workspace, tokenizer: Any, sizes: Sizes, args: ar
                 print(f"  {'fast' if fast else 'generate'} n={n} guard={guard}: "
                       f"{measured[('fast' if fast else 'generate', n, guard)]:,.0f} tokens/s", flush=True)
     lines = [
-        f"**Generation, Llama-3.2-1B's shape** ({weights / 1e9:.2f}B weights, {'bf16' if cuda() else 'fp32'}), a "
+        f"**Generation, Llama-3.2-1B's shape** ({count(weights)} weights, {'bf16' if cuda() else 'fp32'}), a "
         f"{sizes.prompt_tokens}-token prompt, {sizes.new_tokens} new tokens per variant, nucleus sampling (top_p 0.9); "
         "tokens/s over all variants, after one warm-up generation (which compiles the fast path).",
         "",
-        "| path | variants | guard off | guard N=10 | guard cost |",
+        "| path | variants | guard off | guard N=10 | slower with the guard |",
         "|---|---:|---:|---:|---:|",
     ]
     for path, label in (("generate", "`model.generate`, dynamic cache"), ("fast", "static cache, compiled step")):
