@@ -64,7 +64,7 @@ def test_the_guard_bans_copying_on_the_fast_path_too(double) -> None:
 
 def test_streaming_stop_strings_and_abort(double, monkeypatch: pytest.MonkeyPatch) -> None:
     double, prompt, ids = double
-    monkeypatch.setattr(fast, "available", lambda model, beams: beams == 1)  # generate() as on a GPU
+    monkeypatch.setattr(fast, "worth_it", lambda model, beams, steps: beams == 1)  # generate() as on a served GPU
     unstopped = generate(double, prompt, decoding_for("nucleus", max_new_tokens=30, seed=5), n=3, guard=GUARD)
     text = unstopped.variants[0].text
     stop = text[4:6]  # a stop string the first variant meets
@@ -97,3 +97,12 @@ def test_one_cache_per_model_batch_and_length_bucket(double) -> None:
     assert fast.decoder_for(double.model, 2, 200, compile=False) is a  # the same bucket of 256 positions
     assert fast.decoder_for(double.model, 3, 100, compile=False) is not a
     assert not fast.available(double.model, 1) or torch.cuda.is_available()  # on CUDA only
+    assert not fast.worth_it(double.model, 1, 10**6) or torch.cuda.is_available()
+
+
+def test_the_step_is_compiled_only_for_a_model_that_stays(double, monkeypatch: pytest.MonkeyPatch) -> None:
+    double, _, _ = double
+    monkeypatch.setattr(fast, "available", lambda model, beams: True)  # as on a GPU
+    monkeypatch.setattr(fast, "_STEPS", fast.weakref.WeakKeyDictionary())
+    asked = [fast.worth_it(double.model, 1, 200) for _ in range(12)]  # one command's worth, then a served model's
+    assert asked == [False] * 10 + [True] * 2  # generate for the first 2,000 steps

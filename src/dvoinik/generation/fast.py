@@ -31,6 +31,12 @@ from typing import Any
 _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 LENGTH_BUCKET = 256  # cache lengths are rounded up to this, so the step is compiled for few shapes
 DECODERS_KEPT = 4  # per model: caches for the last few (batch, length) pairs; the oldest is dropped
+# Compiling the step costs tens of seconds, and saves milliseconds per token: a model loaded for one
+# command (`dvoinik generate`, one checkpoint of `evaluate`: a few hundred steps) never earns it back,
+# a served one (the studio, the APIs) does within a few requests. So a model's first decoding steps
+# go through `generate`, and the step is compiled once the model has shown it stays.
+COMPILE_AFTER_STEPS = 2000
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # decoding steps asked of each model
 
 
 def causal_model(model: Any) -> Any:
@@ -44,6 +50,17 @@ def available(model: Any, num_beams: int) -> bool:
     inner = causal_model(model)
     device = next(inner.parameters()).device
     return device.type == "cuda" and num_beams == 1 and bool(getattr(inner, "_can_compile_fullgraph", False))
+
+
+def worth_it(model: Any, num_beams: int, steps: int) -> bool:
+    """Whether to decode `steps` more steps of `model` on the compiled fast path: where it applies, once the
+    model has been asked for COMPILE_AFTER_STEPS steps before (these are counted here)."""
+    if not available(model, num_beams):
+        return False
+    inner = causal_model(model)
+    done = _STEPS.get(inner, 0)
+    _STEPS[inner] = done + steps
+    return done >= COMPILE_AFTER_STEPS
 
 
 @dataclass

@@ -128,7 +128,8 @@ def sample_ids(
     """The new token ids for each of `n` variants of each row of `prompts` (equal-length rows), cut at end of text.
 
     `min_new_tokens` bans the end of text until that many tokens are written. `fast` decodes on a
-    static cache with a compiled step (generation/fast.py); by default wherever it applies (CUDA, no beams).
+    static cache with a compiled step (generation/fast.py); by default where it applies (CUDA, no beams) and
+    pays (a model that has already decoded a few thousand steps: the studio's, the APIs').
     """
     import torch
 
@@ -141,7 +142,7 @@ def sample_ids(
     if decoding.do_sample:
         neutral |= {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0}
     torch.manual_seed(decoding.seed)
-    if fast if fast is not None else fast_decoding.available(double.model, decoding.num_beams):
+    if fast if fast is not None else fast_decoding.worth_it(double.model, decoding.num_beams, decoding.max_new_tokens):
         output = fast_decoding.sample(  # generate's sampling loop on a static cache, the same processors
             double.model, batch, logits_processors(decoding, guard_processor), do_sample=decoding.do_sample,
             max_new_tokens=decoding.max_new_tokens, eos_token_id=double.eos_id, pad_token_id=double.eos_id,
