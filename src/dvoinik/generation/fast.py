@@ -161,8 +161,9 @@ def sample(
     total = prompt_length + max_new_tokens
     ids = torch.empty((batch, total), dtype=input_ids.dtype, device=device)
     ids[:, :prompt_length] = input_ids
-    host = torch.empty((batch, total), dtype=input_ids.dtype, pin_memory=on_gpu)  # the same ids, on the host
+    host = torch.empty((batch, total), dtype=input_ids.dtype)  # the same ids, on the host
     host[:, :prompt_length] = input_ids.cpu()
+    landed = torch.empty(batch, dtype=input_ids.dtype, pin_memory=on_gpu)  # contiguous and pinned: copied async
     mask = torch.ones((batch, total), dtype=torch.long, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     running = torch.ones(batch, dtype=torch.bool)  # `unfinished` as the host knows it
@@ -191,7 +192,7 @@ def sample(
             if pad_token_id is not None:
                 tokens = torch.where(unfinished, tokens, pad)
             ids[:, length] = tokens
-            host[:, length].copy_(tokens, non_blocking=True)
+            landed.copy_(tokens, non_blocking=True)
             copied = torch.cuda.Event() if on_gpu else None
             if copied is not None:
                 copied.record()
@@ -205,9 +206,10 @@ def sample(
                 upcoming = decoder.next_logits(ids[:, :length], mask[:, :length])  # queued behind the copy
             if copied is not None:
                 copied.synchronize()
-            new = host[:, length - 1]
+            new = landed.clone()
+            host[:, length - 1] = new
             if streamer is not None:
-                streamer.put(new.clone())
+                streamer.put(new)
             if eos_token_id is not None:
                 running &= new != eos_token_id
             if stopping_criteria:
