@@ -163,10 +163,11 @@ def sample(
     ids[:, :prompt_length] = input_ids
     host = torch.empty((batch, total), dtype=input_ids.dtype)  # the same ids, on the host
     host[:, :prompt_length] = input_ids.cpu()
-    landed = torch.empty(batch, dtype=input_ids.dtype, pin_memory=on_gpu)  # contiguous and pinned: copied async
+    # Each step's tokens and which rows go on land here: contiguous and pinned, so they are copied async.
+    landed = torch.empty(batch, dtype=input_ids.dtype, pin_memory=on_gpu)
+    running = torch.empty(batch, dtype=torch.bool, pin_memory=on_gpu)
     mask = torch.ones((batch, total), dtype=torch.long, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    running = torch.ones(batch, dtype=torch.bool)  # `unfinished` as the host knows it
     pad = torch.tensor(pad_token_id if pad_token_id is not None else 0, device=device)
 
     def lookup(length: int) -> Any:
@@ -192,28 +193,25 @@ def sample(
             if pad_token_id is not None:
                 tokens = torch.where(unfinished, tokens, pad)
             ids[:, length] = tokens
+            length += 1
+            if eos_token_id is not None:
+                unfinished &= tokens != eos_token_id
+            if stopping_criteria:  # stop strings, the abort: matched on the device, as generate does
+                unfinished &= ~stopping_criteria(ids[:, :length], scores)
             landed.copy_(tokens, non_blocking=True)
+            running.copy_(unfinished, non_blocking=True)
             copied = torch.cuda.Event() if on_gpu else None
             if copied is not None:
                 copied.record()
-            length += 1
             last = length - prompt_length >= max_new_tokens
-            if eos_token_id is not None:
-                unfinished &= tokens != eos_token_id
-            if stopping_criteria:
-                unfinished &= ~stopping_criteria(ids[:, :length], scores)
             if not last:
-                upcoming = decoder.next_logits(ids[:, :length], mask[:, :length])  # queued behind the copy
+                upcoming = decoder.next_logits(ids[:, :length], mask[:, :length])  # queued behind the copies
             if copied is not None:
-                copied.synchronize()
+                copied.synchronize()  # the copies only: the forward goes on
             new = landed.clone()
             host[:, length - 1] = new
             if streamer is not None:
                 streamer.put(new)
-            if eos_token_id is not None:
-                running &= new != eos_token_id
-            if stopping_criteria:
-                running &= unfinished.cpu()  # stop strings are matched on the device: wait for them
             if last or not bool(running.any()):
                 break
             bans = lookup(length)
