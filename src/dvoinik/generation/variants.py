@@ -142,7 +142,9 @@ def sample_ids(
     if decoding.do_sample:
         neutral |= {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0}
     torch.manual_seed(decoding.seed)
-    if fast if fast is not None else fast_decoding.worth_it(double.model, decoding.num_beams, decoding.max_new_tokens):
+    if fast is None:
+        fast = fast_decoding.worth_it(double.model, decoding.num_beams, decoding.max_new_tokens)
+    if fast:
         output = fast_decoding.sample(  # generate's sampling loop on a static cache, the same processors
             double.model, batch, logits_processors(decoding, guard_processor), do_sample=decoding.do_sample,
             max_new_tokens=decoding.max_new_tokens, eos_token_id=double.eos_id, pad_token_id=double.eos_id,
