@@ -143,7 +143,8 @@ class FakeAccelerator:
 def test_deepspeed_takes_its_micro_batch_accumulation_and_clipping_from_train_settings() -> None:
     # What Accelerate builds from an accelerate config's deepspeed_config (no JSON file): "auto" everywhere.
     config = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-              "gradient_clipping": "auto", "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"},
+              "gradient_clipping": "auto", "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "none"},
+                                                                 "offload_param": {"device": "cpu"},
                                                                  "stage3_gather_16bit_weights_on_model_save": False}}
     accelerator = FakeAccelerator(config)
     configure_deepspeed(accelerator, batch_size=4, grad_accum=2, grad_clip=1.0)
@@ -152,9 +153,12 @@ def test_deepspeed_takes_its_micro_batch_accumulation_and_clipping_from_train_se
     assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True  # a whole HF folder
     engine = describe(accelerator)
     assert engine.name == "DeepSpeed ZeRO-3" and engine.sharded and engine.processes == 8
-    assert engine.label() == "DeepSpeed ZeRO-3 (optimizer offloaded to cpu)"
+    assert engine.label() == "DeepSpeed ZeRO-3 (weights offloaded to cpu)"
 
     with pytest.raises(DistributedError, match=r"train_micro_batch_size_per_gpu = 16, but \[train\] batch_size is 4"):
         configure_deepspeed(FakeAccelerator({"train_micro_batch_size_per_gpu": 16}), 4, 1, 1.0)
     with pytest.raises(DistributedError, match="'optimizer' section; dvoinik trains with its own AdamW"):
         configure_deepspeed(FakeAccelerator({"optimizer": {"type": "AdamW"}}), 4, 1, 1.0)
+    with pytest.raises(DistributedError, match="offloads the optimizer to cpu, which takes DeepSpeed's own CPU Adam"):
+        configure_deepspeed(FakeAccelerator({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}),
+                            4, 1, 1.0)

@@ -109,6 +109,11 @@ def configure_deepspeed(accelerator: Any, batch_size: int, grad_accum: int, grad
     _fill(config, "train_batch_size", batch_size * grad_accum * accelerator.num_processes,
           "[train] batch_size × grad_accum × processes")
     zero = config.setdefault("zero_optimization", {})
+    offload = zero.get("offload_optimizer")
+    if isinstance(offload, dict) and offload.get("device") not in (None, "none"):
+        raise DistributedError(f"the DeepSpeed config offloads the optimizer to {offload.get('device')}, which takes "
+                               "DeepSpeed's own CPU Adam; dvoinik trains with torch's AdamW: set "
+                               "offload_optimizer_device: none (weights may still be offloaded), or shard over more GPUs")
     if zero.get("stage") == 3:
         # A checkpoint is a whole Hugging Face folder: ZeRO-3 must gather its 16-bit weights to save one.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
