@@ -125,7 +125,7 @@ class MemoryPlan:
 class Hardware:
     gpus: int
     memory: int  # bytes per GPU
-    name: str  # "NVIDIA H200", or "given" for --gpu-memory
+    name: str  # "NVIDIA H200"; "GPU" for one described by --gpu-memory
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,9 @@ def suggestions(figures: ModelFigures, setup: Setup, hardware: Hardware, setting
         singles.append({"method": "lora"})
     elif setup.method == "lora" and setup.lora_rank > 8:
         singles.append({"lora_rank": 8})
-    singles += [{"shards": n} for n in FSDP_SIZES if n > setup.shards][:1]
+    fsdp = next((n for n in FSDP_SIZES if n > setup.shards and fits(planned({"shards": n}), hardware)), None)
+    if fsdp:
+        singles.append({"shards": fsdp})
     singles += [{"block_size": b} for b in (setup.block_size // 2, setup.block_size // 4) if b >= 128]
     found = [Suggestion(_flags(c), planned(c)) for c in singles if fits(planned(c), hardware)]
     if found:
@@ -337,13 +339,13 @@ def model_figures(base: str, settings: TrainSettings) -> ModelFigures:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dvoinik.training.models import ModelError, lora_target_modules
+    from dvoinik.training.models import ModelError, is_builtin, lora_target_modules
 
     config = _config_of(base, settings)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    try:
-        targets = lora_target_modules(model, settings.lora_targets)
+    try:  # a built-in configuration is trained from scratch: LoRA would adapt random weights
+        targets = [] if is_builtin(base) else lora_target_modules(model, settings.lora_targets)
     except ModelError:
         targets = []
     per_rank = 0
