@@ -62,6 +62,7 @@ from dvoinik.tokens import TokensError
 from dvoinik.training.data import DataError
 from dvoinik.training.loop import TrainingError, train
 from dvoinik.training.models import ModelError
+from dvoinik.training.plan import Hardware, PlanError, parse_size, plan_lines, plan_run
 from dvoinik.training.progress import RichTrainObserver
 from dvoinik.workspace import (
     CONFIG_NAME,
@@ -75,6 +76,7 @@ from dvoinik.workspace import (
     load_workspace,
     normalize_path,
     parse_assignments,
+    with_overrides,
 )
 
 USER_ERROR_EXIT_CODE = 2
@@ -340,7 +342,7 @@ def corpus_command(ctx: typer.Context) -> None:
 
 
 @app.command("train")
-@user_errors(TrainingError, TokensError, DataError, ModelError)
+@user_errors(TrainingError, TokensError, DataError, ModelError, PlanError)
 def train_command(
     ctx: typer.Context,
     base: Annotated[str | None, typer.Option("--base", help="Built-in configuration (tiny, small, medium), hub id or local model folder.")] = None,
@@ -353,6 +355,10 @@ def train_command(
     time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="Stop and save after this many minutes.")] = None,
     target_ppl: Annotated[float | None, typer.Option("--target-ppl", help="Stop once training perplexity falls to this (the story: 3-5).")] = None,
     assignments: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Any [train] setting for this run, e.g. --set batch_size=4 (repeatable).")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Do not train: print the GPU memory the run needs, whether it fits, and what to change if not.")] = False,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="With --plan: GPUs at hand (default: the visible ones).")] = None,
+    gpu_memory: Annotated[str | None, typer.Option("--gpu-memory", metavar="SIZE", help="With --plan: memory of each GPU to plan for, e.g. 24GB (default: the visible GPU's).")] = None,
+    fsdp: Annotated[int, typer.Option("--fsdp", min=1, metavar="N", help="With --plan: plan FSDP2 over N GPUs (default 1: each GPU holds the whole model).")] = 1,
 ) -> None:
     """Train the double: from scratch, a full fine-tune or a LoRA adapter, with checkpoints and resume."""
     ws = open_workspace(ctx)
@@ -360,6 +366,12 @@ def train_command(
     flags = {"base": base, "method": method, "max_steps": max_steps, "save_every": save_every, "epochs": epochs,
              "time_budget_minutes": time_budget, "target_train_ppl": target_ppl}
     overrides.update({key: value for key, value in flags.items() if value is not None})
+    if plan:
+        settings = with_overrides(ws.train, overrides, "command-line flags")
+        hardware = Hardware(gpus or 1, parse_size(gpu_memory), "GPU") if gpu_memory else None
+        for line in plan_lines(plan_run(settings, hardware, gpus, fsdp)):
+            _console().print(Text(line), soft_wrap=True)
+        return
     with RichTrainObserver(_console(), _console(stderr=True)) as observer:
         result = train(ws, run=run, overrides=overrides, resume=resume, observer=observer)
     if observer.progress is None:

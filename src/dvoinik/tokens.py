@@ -156,6 +156,20 @@ def eos_id_of(tokenizer: Any, where: str) -> int:
     return int(eos)
 
 
+def added_prefix(tokenizer: Any) -> list[int]:
+    """The ids a tokenizer puts before every text by itself: the BOS of Llama-, Mistral- and Gemma-style bases.
+
+    Such a base was pretrained with every document opening on it, so token files and prompts
+    begin documents with it too; byte-level BPEs (GPT-2, Qwen2) add nothing.
+    """
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
 def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     """Token ids of each text, without special tokens; batched in Rust for fast tokenizers."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -260,7 +274,7 @@ def prepare_tokens(
         assert load_base_tokenizer is not None
         tokenizer = load_base_tokenizer(base)
         if meta.get("corpus") == fingerprint and meta.get("tokenizer") == tokenizer_fingerprint(tokenizer) \
-                and meta.get("format") == FORMAT_VERSION:
+                and meta.get("format") == FORMAT_VERSION and meta.get("prefix", []) == added_prefix(tokenizer):
             return _loaded(folder, reused=True), tokenizer
 
     token_set = _write_token_set(corpus_dir, folder, key, tokenizer, fingerprint, save_tokenizer=base is None,
@@ -279,6 +293,7 @@ def _write_token_set(
     on_progress: ProgressCallback | None,
 ) -> TokenSet:
     eos = eos_id_of(tokenizer, str(corpus_dir / DOCUMENTS_FILE))
+    prefix = added_prefix(tokenizer)  # a BOS the base opens every document with
     vocab_size = len(tokenizer)
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     authors, total_chars = _author_table(corpus_dir)
@@ -297,7 +312,7 @@ def _write_token_set(
                     if doc.author not in files:
                         raise TokensError(f"{corpus_dir / DOCUMENTS_FILE}: author {doc.author!r} is not in {REPORT_JSON}; "
                                           "rebuild the corpus with `dvoinik corpus`")
-                    ids.append(eos)
+                    ids = prefix + ids + [eos]
                     np.asarray(ids, dtype=dtype).tofile(handles[(doc.split, doc.author)])
                     documents.append({"id": doc.id, "author": doc.author, "title": doc.title, "split": doc.split,
                                       "start": counts[(doc.split, doc.author)], "tokens": len(ids)})
@@ -317,6 +332,7 @@ def _write_token_set(
             "tokenizer": tokenizer_fingerprint(tokenizer),
             "dtype": np.dtype(dtype).name,
             "eos_id": eos,
+            "prefix": prefix,
             "vocab_size": vocab_size,
             "authors": [
                 {**a, "file": files[a["name"]], "train_tokens": counts[("train", a["name"])],

@@ -19,6 +19,7 @@ class VariantStreamer:
         self.sent = [0] * rows
         self.done = [False] * rows
         self._prompt_seen = False
+        self._anchor = continuation_anchor(tokenizer)
 
     def put(self, value: Any) -> None:
         if not self._prompt_seen:  # generate passes the prompt first
@@ -39,7 +40,7 @@ class VariantStreamer:
                 self._flush(row, final=True)
 
     def _flush(self, row: int, final: bool) -> None:
-        text, stopped = cut_at_stop(self.tokenizer.decode(self.ids[row], skip_special_tokens=True), self.stop)
+        text, stopped = cut_at_stop(decode_continuation(self.tokenizer, self.ids[row], self._anchor), self.stop)
         if stopped or final:
             self.done[row] = True
         else:
@@ -47,6 +48,25 @@ class VariantStreamer:
         if len(text) > self.sent[row]:
             self.on_text(row, text[self.sent[row]:])
             self.sent[row] = len(text)
+
+
+def continuation_anchor(tokenizer: Any) -> list[int]:
+    """A token to decode continuations after (see decode_continuation)."""
+    return tokenizer("a", add_special_tokens=False).input_ids[:1]
+
+
+def decode_continuation(tokenizer: Any, ids: list[int], anchor: list[int] | None = None) -> str:
+    """The text of `ids` as it continues a text, not as a text of its own.
+
+    SentencePiece-style decoders (Llama, Mistral, Gemma) drop the space that opens a text,
+    so a continuation decoded alone would lose the space between the prompt and its first
+    word; decoding it after an anchor token, and cutting the anchor off, keeps it.
+    """
+    anchor = continuation_anchor(tokenizer) if anchor is None else anchor
+    if not anchor or not ids:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    head = len(tokenizer.decode(anchor, skip_special_tokens=True))
+    return tokenizer.decode(anchor + list(ids), skip_special_tokens=True)[head:]
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dvoinik.generation import fast as fast_decoding
 from dvoinik.generation.copyindex import CopyIndex
 from dvoinik.generation.decoding import Decoding, GenerationError, logits_processors
 from dvoinik.generation.double import Double
 from dvoinik.generation.guard import originality_guard
-from dvoinik.generation.streamer import VariantStreamer, cut_at_stop
+from dvoinik.generation.streamer import VariantStreamer, cut_at_stop, decode_continuation
+from dvoinik.tokens import added_prefix
 
 
 @dataclass(frozen=True)
@@ -76,15 +78,18 @@ def prompt_ids(double: Double, prompt: str, max_new_tokens: int) -> Any:
     the continuation runs past the trained length (it may degrade there), but never past
     the model's positions.
     """
-    ids = double.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-    if ids.shape[1] == 0 and double.eos_id is not None:  # an empty prompt: start a new text
-        import torch
+    import torch
 
+    ids = double.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    prefix = added_prefix(double.tokenizer)  # a BOS the base opens every text with
+    if ids.shape[1] == 0 and double.eos_id is not None and not prefix:  # an empty prompt: start a new text
         ids = torch.tensor([[double.eos_id]])
     budget = double.trained_length or double.context_length
     if budget:
-        keep = max(budget - max_new_tokens, min(ids.shape[1], budget // 2), 1)
+        keep = max(budget - max_new_tokens - len(prefix), min(ids.shape[1], budget // 2), 1)
         ids = ids[:, max(0, ids.shape[1] - keep):]
+    if prefix:
+        ids = torch.cat([torch.tensor([prefix], dtype=ids.dtype), ids], dim=1)
     limit = double.context_length
     if limit and ids.shape[1] + max_new_tokens > limit:
         raise GenerationError(f"max_new_tokens {max_new_tokens} does not fit the model's context of {limit} tokens")
@@ -118,11 +123,13 @@ def generate(
 
 def sample_ids(
     double: Double, prompts: Any, decoding: Decoding, guard: int = 0, n: int = 1, streamer: Any = None,
-    should_stop: Callable[[], bool] | None = None, min_new_tokens: int = 0,
+    should_stop: Callable[[], bool] | None = None, min_new_tokens: int = 0, fast: bool | None = None,
 ) -> list[list[int]]:
     """The new token ids for each of `n` variants of each row of `prompts` (equal-length rows), cut at end of text.
 
-    `min_new_tokens` bans the end of text until that many tokens are written.
+    `min_new_tokens` bans the end of text until that many tokens are written. `fast` decodes on a
+    static cache with a compiled step (generation/fast.py); by default where it applies (CUDA, no beams) and
+    pays (a model that has already decoded a few thousand steps: the studio's, the APIs').
     """
     import torch
 
@@ -135,6 +142,16 @@ def sample_ids(
     if decoding.do_sample:
         neutral |= {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0}
     torch.manual_seed(decoding.seed)
+    if fast is None:
+        fast = fast_decoding.worth_it(double.model, decoding.num_beams, decoding.max_new_tokens)
+    if fast:
+        output = fast_decoding.sample(  # generate's sampling loop on a static cache, the same processors
+            double.model, batch, logits_processors(decoding, guard_processor), do_sample=decoding.do_sample,
+            max_new_tokens=decoding.max_new_tokens, eos_token_id=double.eos_id, pad_token_id=double.eos_id,
+            stopping_criteria=_stopping(should_stop, decoding.stop, double.tokenizer), streamer=streamer,
+            min_new_tokens=min_new_tokens,
+        )
+        return _cut_rows(double, output[:, prompts.shape[1]:].tolist())
     with torch.no_grad():
         output = double.model.generate(
             input_ids=batch, attention_mask=torch.ones_like(batch),
@@ -144,20 +161,26 @@ def sample_ids(
             pad_token_id=double.eos_id, eos_token_id=double.eos_id, streamer=streamer,
             stopping_criteria=_stopping(should_stop), min_new_tokens=min_new_tokens or None, **neutral,
         )
+    return _cut_rows(double, output[:, prompts.shape[1]:].tolist())
+
+
+def _cut_rows(double: Double, generated: list[list[int]]) -> list[list[int]]:
     rows = []
-    for row in output[:, prompts.shape[1]:].tolist():
+    for row in generated:
         if double.eos_id is not None and double.eos_id in row:
             row = row[: row.index(double.eos_id)]
         rows.append(row)
     return rows
 
 
-def _stopping(should_stop: Callable[[], bool] | None) -> Any:
-    """A transformers stopping criterion that ends every row once `should_stop()` is True."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
+def _stopping(should_stop: Callable[[], bool] | None, stop: tuple[str, ...] = (), tokenizer: Any = None) -> Any:
+    """A transformers stopping criterion that ends every row once `should_stop()` is True (and, given `stop`,
+    a row that ends in a stop string, as `generate(stop_strings=...)` adds)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList, StopStringCriteria
 
+    criteria = StoppingCriteriaList([StopStringCriteria(tokenizer, list(stop))] if stop else [])
     if should_stop is None:
-        return None
+        return criteria or None
 
     class Abort(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -165,11 +188,12 @@ def _stopping(should_stop: Callable[[], bool] | None) -> Any:
 
             return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool, device=input_ids.device)
 
-    return StoppingCriteriaList([Abort()])
+    criteria.append(Abort())
+    return criteria
 
 
 def _variant(double: Double, new_ids: list[int], decoding: Decoding, aborted: bool = False) -> Variant:
-    text, stopped = cut_at_stop(double.tokenizer.decode(new_ids, skip_special_tokens=True), decoding.stop)
+    text, stopped = cut_at_stop(decode_continuation(double.tokenizer, new_ids), decoding.stop)
     reason = "stop" if stopped or len(new_ids) < decoding.max_new_tokens else "length"
     if aborted and not stopped and len(new_ids) < decoding.max_new_tokens:
         reason = "abort"

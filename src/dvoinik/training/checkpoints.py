@@ -1,10 +1,12 @@
 """Checkpoints: Hugging Face folders that `from_pretrained` loads as they are, plus what exact resume needs.
 
     runs/<run>/checkpoint-<step>/
-      config.json, model.safetensors      (full training)   or   adapter_config.json,
+      config.json, model.safetensors      (full training; gathered from the shards under FSDP2 / ZeRO-3,
+                                          tied weights once)   or   adapter_config.json,
       adapter_model.safetensors (LoRA), generation_config.json, tokenizer files
       resume/state.pt                     optimizer, scheduler, grad scaler, step counters
       resume/rng-<rank>.pt                torch and CUDA generators and the data sampler, per process
+      resume/accelerate/                  FSDP2 / DeepSpeed: the sharded weights and optimizer (Accelerate's save_state)
 
 A checkpoint is written as `.checkpoint-<step>.tmp` and renamed when every file is on
 disk, so a folder named `checkpoint-<step>` is always complete; leftovers of a killed
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dvoinik.atomic import fsync_files
+from dvoinik.training.distributed import full_state_dict, save_model_folder
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 RESUME_DIR = "resume"
@@ -113,10 +116,9 @@ def save_checkpoint(
         (staging / RESUME_DIR).mkdir(parents=True)
     accelerator.wait_for_everyone()
 
-    state_dict = accelerator.get_state_dict(model)  # gathered from shards under FSDP / ZeRO-3
-    accelerator.unwrap_model(model).save_pretrained(
-        staging, is_main_process=accelerator.is_main_process, state_dict=state_dict, save_function=accelerator.save,
-    )
+    state_dict = full_state_dict(accelerator, model)  # gathered from the shards under FSDP2 / ZeRO-3
+    save_model_folder(accelerator.unwrap_model(model, keep_torch_compile=False), state_dict, staging,
+                      accelerator.is_main_process, accelerator.save)
     if sharded:
         accelerator.save_state(staging / RESUME_DIR / ACCELERATE_STATE_DIR)
     if accelerator.is_main_process:

@@ -27,6 +27,7 @@ from dvoinik.runs import RUN_FILE, run_names
 from dvoinik.tokens import TokenSet, prepare_tokens, recorded_tokenizer
 from dvoinik.training import checkpoints as ckpt
 from dvoinik.training.data import BlockSampler, validation_blocks
+from dvoinik.training.distributed import DistributedError, Engine, check_launch, configure_deepspeed, describe
 from dvoinik.training.metrics import MetricsLog, perplexity, truncate_metrics
 from dvoinik.training.models import (
     ModelError,
@@ -62,6 +63,7 @@ class RunStart:
     train_tokens: int
     tokens_reused: bool
     resumed_from: Path | None
+    engine: str = ""  # "DDP (nccl)", "FSDP2 (full shard)", "DeepSpeed ZeRO-3", "single process"
 
 
 @dataclass(frozen=True)
@@ -162,12 +164,18 @@ def evaluate(model: Any, accelerator: Any, token_set: TokenSet, settings: TrainS
         for group, authors in groups.items():
             blocks = [b for a in authors for b in validation_blocks(token_set.open("val", a), settings.block_size,
                                                                       settings.eval_blocks)]
-            mine = blocks[accelerator.process_index :: accelerator.num_processes]
             totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, token count
-            for block in mine:
-                ids = torch.from_numpy(block).unsqueeze(0).to(accelerator.device)
-                totals[0] += float(next_token_loss(model, ids)) * (ids.shape[1] - 1)
-                totals[1] += ids.shape[1] - 1
+            # Every process runs the same number of forward passes (a sharded model gathers its weights
+            # in each one, with all processes); a process short of blocks repeats one and does not count it.
+            rounds = -(-len(blocks) // accelerator.num_processes)
+            for i in range(rounds):
+                index = i * accelerator.num_processes + accelerator.process_index
+                counted = index < len(blocks)
+                ids = torch.from_numpy(blocks[index if counted else 0]).unsqueeze(0).to(accelerator.device)
+                loss = next_token_loss(model, ids)
+                if counted:
+                    totals[0] += float(loss) * (ids.shape[1] - 1)
+                    totals[1] += ids.shape[1] - 1
             totals = accelerator.reduce(totals, reduction="sum")
             if totals[1] > 0:
                 loss = float(totals[0] / totals[1])
@@ -216,16 +224,31 @@ def train(
     except ModelError as exc:
         raise TrainingError(str(exc)) from exc
 
-    # Accelerate treats a multi-process launch as CPU-distributed (gloo) only when told it is on the CPU.
+    # Accelerate treats a multi-process launch as CPU-distributed (gloo) only when told it is on the CPU,
+    # and then drops an FSDP or DeepSpeed config without a word: such a launch is refused first.
+    try:
+        check_launch(os.environ, torch.cuda.is_available())
+    except DistributedError as exc:
+        raise TrainingError(str(exc)) from exc
     cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(
-        cpu=cpu_processes,
-        mixed_precision=resolve_precision(settings.precision),
-        gradient_accumulation_steps=settings.grad_accum,
-        # The setting decides, not the environment: Accelerate would otherwise also obey an
-        # ACCELERATE_DYNAMO_BACKEND left by a launcher or by Trainer(torch_compile=True).
-        dynamo_backend="inductor" if settings.compile else "no",
-    )
+    try:
+        accelerator = Accelerator(
+            cpu=cpu_processes,
+            mixed_precision=resolve_precision(settings.precision),
+            gradient_accumulation_steps=settings.grad_accum,
+            # The setting decides, not the environment: Accelerate would otherwise also obey an
+            # ACCELERATE_DYNAMO_BACKEND left by a launcher or by Trainer(torch_compile=True).
+            dynamo_backend="inductor" if settings.compile else "no",
+        )
+    except ImportError as exc:  # DeepSpeed asked for and not installed, or too old
+        raise TrainingError(f"cannot start the engine the launcher asked for: {str(exc).splitlines()[0]}") from exc
+    engine = describe(accelerator)
+    if engine.distributed_type == "DEEPSPEED":
+        try:  # before `prepare`, which reads the micro-batch from the config
+            configure_deepspeed(accelerator, settings.batch_size, settings.grad_accum, settings.grad_clip)
+        except DistributedError as exc:
+            raise TrainingError(str(exc)) from exc
+        engine = describe(accelerator)
     main = accelerator.is_main_process
     report = observer if main else TrainObserver()
     from_scratch = is_builtin(settings.base)
@@ -251,7 +274,9 @@ def train(
     resume_from = ckpt.latest_checkpoint(run_dir) if resume else None
     if resume and resume_from is None:
         report.warning(f"{run_dir} has no complete checkpoint yet: starting it again from step 0")
-    base_dtype = None
+    # Trained weights are kept in fp32 (mixed precision computes in 16 bits from them): transformers would
+    # otherwise load a bf16 base as bf16, and AdamW updates below bf16's resolution would be lost.
+    base_dtype = torch.float32
     if settings.method == "lora" and accelerator.mixed_precision in ("bf16", "fp16"):
         base_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16  # frozen base
     torch.manual_seed(settings.seed)  # the same LoRA initialisation on every process and in every repeat
@@ -294,13 +319,14 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             truncate_metrics(run_dir, step)
-        _write_run_record(run_dir, settings, token_set, trainable, total, accelerator, resume_from)
+        _write_run_record(run_dir, settings, token_set, trainable, total, accelerator, resume_from, engine)
     metrics = MetricsLog(run_dir, enabled=main)
     report.started(RunStart(
         run_dir=run_dir, settings=settings, max_steps=max_steps, start_step=step, trainable_parameters=trainable,
         total_parameters=total, device=str(accelerator.device), processes=accelerator.num_processes,
         precision=accelerator.mixed_precision, tokens_per_step=tokens_per_step, train_tokens=token_set.train_tokens,
         tokens_reused=token_set.reused, resumed_from=resume_from.path if resume_from else None,
+        engine=engine.label(),
     ))
 
     result = TrainResult(run_dir=run_dir, steps=step, stop_reason=end_reason)
@@ -403,7 +429,7 @@ def _out_of_memory_message(settings: TrainSettings, step: int, run_dir: Path) ->
 
 
 def _write_run_record(run_dir: Path, settings: TrainSettings, token_set: TokenSet, trainable: int, total: int,
-                      accelerator: Any, resumed_from: ckpt.Checkpoint | None) -> None:
+                      accelerator: Any, resumed_from: ckpt.Checkpoint | None, engine: Engine | None = None) -> None:
     path = run_dir / RUN_FILE
     record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resumes": [],
@@ -418,6 +444,9 @@ def _write_run_record(run_dir: Path, settings: TrainSettings, token_set: TokenSe
         "device": str(accelerator.device),
         "precision": accelerator.mixed_precision,
     })
+    if engine is not None:
+        record["distributed"] = {"type": engine.distributed_type, "processes": engine.processes,
+                                 "engine": engine.label()}
     if resumed_from is not None:
         record.setdefault("resumes", []).append({
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "from": resumed_from.path.name,

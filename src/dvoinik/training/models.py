@@ -51,13 +51,12 @@ def check_combination(base: str, method: str) -> None:
         )
 
 
-def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: int) -> Any:
-    """A freshly initialised built-in model (the same weights for the same seed)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def builtin_config(name: str, vocab_size: int, eos_id: int, block_size: int) -> Any:
+    """The transformers LlamaConfig of a built-in configuration."""
+    from transformers import LlamaConfig
 
     shape = BUILTIN_MODELS[name]
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=shape.hidden,
         num_hidden_layers=shape.layers,
@@ -71,6 +70,14 @@ def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: in
         tie_word_embeddings=True,
         attn_implementation="sdpa",
     )
+
+
+def new_model(name: str, vocab_size: int, eos_id: int, block_size: int, seed: int) -> Any:
+    """A freshly initialised built-in model (the same weights for the same seed)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    config = builtin_config(name, vocab_size, eos_id, block_size)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
@@ -129,9 +136,31 @@ def from_folder_cache_or_hub(loader: Callable[..., Any], base: str, **kwargs: An
 
 
 def load_base_tokenizer(base: str) -> Any:
+    """The base's tokenizer; one that names no end-of-text token gets the model's own (config.json), else its BOS
+    or SEP, so that documents can be separated, and generation stopped, with a token the model knows."""
     from transformers import AutoTokenizer
 
-    return from_folder_cache_or_hub(AutoTokenizer.from_pretrained, base)
+    tokenizer = from_folder_cache_or_hub(AutoTokenizer.from_pretrained, base)
+    if tokenizer.eos_token_id is None:
+        separator = _document_separator(base, tokenizer)
+        if separator is not None:
+            tokenizer.eos_token = separator
+    return tokenizer
+
+
+def _document_separator(base: str, tokenizer: Any) -> str | None:
+    from transformers import AutoConfig
+
+    try:
+        eos = getattr(from_folder_cache_or_hub(AutoConfig.from_pretrained, base), "eos_token_id", None)
+    except ModelError:
+        eos = None
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    for candidate in (eos, tokenizer.bos_token_id, tokenizer.sep_token_id):
+        if isinstance(candidate, int) and 0 <= candidate < len(tokenizer):
+            return tokenizer.convert_ids_to_tokens(candidate)
+    return None
 
 
 def load_base_model(base: str, dtype: Any = None) -> Any:
@@ -203,7 +232,11 @@ def load_checkpoint_model(folder: Path, trainable: bool = False, dtype: Any = No
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts (of the whole model, also where ZeRO-3 has partitioned it at load)."""
+
+    def size(p: Any) -> int:
+        return getattr(p, "ds_numel", None) or p.numel()
+
+    trainable = sum(size(p) for p in model.parameters() if p.requires_grad)
+    total = sum(size(p) for p in model.parameters())
     return trainable, total

@@ -43,6 +43,7 @@ class RichTrainObserver(TrainObserver):
         self.out.print(
             f"  {s.base} · {s.method} · {start.trainable_parameters:,} trainable of {start.total_parameters:,} weights · "
             f"{start.device} × {start.processes} · precision {start.precision}"
+            + (f" · {start.engine}" if start.engine else "")
         )
         self.out.print(
             f"  {start.train_tokens:,} training tokens{' (reused)' if start.tokens_reused else ''} · "
