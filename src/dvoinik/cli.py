@@ -407,6 +407,12 @@ def _copy_line(variant: Variant) -> str:
     copy = variant.copy
     if copy is None:
         return ""
+    if copy.words is not None:
+        if copy.words == 0:
+            return "nothing found in the training texts"
+        missed = " — a copy the guard could not see (its layout or sub-word split differs)" if copy.missed_by_guard else ""
+        return (f"longest span found in the training texts: {copy.words} words ({copy.words_tokens} tokens), from "
+                f"«{copy.words_work}» ({copy.words_author}); as token ids: {copy.tokens} tokens{missed}")
     if copy.tokens == 0:
         return "nothing found in the training texts"
     return f"longest span found in the training texts: {copy.tokens} tokens, from «{copy.work}» ({copy.author})"
