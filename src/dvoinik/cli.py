@@ -48,6 +48,7 @@ from dvoinik import __version__, demo
 from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build_corpus
 from dvoinik.corpus.report import authors_table, summary_line
 from dvoinik.evaluation.evaluate import EvaluationError, evaluate_run
+from dvoinik.evaluation.report import copy_threshold
 from dvoinik.evaluation.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
 from dvoinik.generation.check import CheckReport, CopiedSpan, check_file
 from dvoinik.generation.copyindex import CopyIndexError
@@ -612,7 +613,8 @@ def evaluate_command(
         result = evaluate_run(ws, run, on_progress)
     out = _console()
     report = result.report
-    table = Table("checkpoint", "ppl target", "read as target", "longest span", f"{report['min_tokens']}+ spans",
+    threshold, unit = copy_threshold(report)
+    table = Table("checkpoint", "ppl target", "read as target", f"longest span ({unit})", f"{threshold}+ {unit} spans",
                   "extraction exact", title=f"Run {result.run}", title_justify="left")
     for c in report["checkpoints"]:
         exact = c["extraction"]["exact_share"]

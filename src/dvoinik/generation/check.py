@@ -134,12 +134,12 @@ def check_file(ws: Workspace, path: Path, run: str | None = None, min_tokens: in
 
     Without runs in the workspace the file is checked in words alone.
     """
+    chosen = find_run(ws, run) if run is not None or run_names(ws) or min_tokens is not None else None
     text = read_text_file(path, ws.language)  # a bad file is reported before the index is built
-    tokenizer, chosen = None, None
-    if run is not None or run_names(ws) or min_tokens is not None:
+    tokenizer = None
+    if chosen is not None:
         from transformers import AutoTokenizer
 
-        chosen = find_run(ws, run)
         tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(chosen, "last"))
     index = open_word_index(ws.root, on_progress)
     if min_tokens is None:

@@ -24,9 +24,10 @@ into place, and rebuilt when the corpus (or the normaliser) changes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -150,8 +151,9 @@ def maximal_runs(lengths: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- building
 
 
-def word_index_fingerprint(corpus_dir: Path) -> str:
-    return f"words|{FORMAT_VERSION}|{NORMALISER_VERSION}|{corpus_fingerprint(corpus_dir)}"
+def word_index_fingerprint(corpus: str) -> str:
+    """What an index must have been built from to be reused: this format, these rules and this corpus."""
+    return f"words|{FORMAT_VERSION}|{NORMALISER_VERSION}|{corpus}"
 
 
 def open_word_index(root: Path, on_progress: Callable[[str], None] | None = None) -> WordIndex:
@@ -161,47 +163,58 @@ def open_word_index(root: Path, on_progress: Callable[[str], None] | None = None
         raise CopyIndexError(f"{corpus_dir}: no corpus built yet; run `dvoinik corpus` first")
     folder = root / WORD_INDEX_DIR
     restore_previous_folder(folder)
-    fingerprint = word_index_fingerprint(corpus_dir)
+    corpus = corpus_fingerprint(corpus_dir)
+    fingerprint = word_index_fingerprint(corpus)
     try:
         info = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
         if info.get("fingerprint") == fingerprint:
             return WordIndex(folder)
     except (OSError, ValueError, KeyError):
         pass
-    build_word_index(corpus_dir, folder, fingerprint, on_progress)
-    return WordIndex(folder)
+    return build_word_index(corpus_dir, folder, fingerprint, corpus, on_progress)
 
 
-def build_word_index(corpus_dir: Path, folder: Path, fingerprint: str,
-                     on_progress: Callable[[str], None] | None = None) -> None:
-    """Normalise the words of every training work of the corpus and index them into `folder`."""
+def build_word_index(corpus_dir: Path, folder: Path, fingerprint: str, corpus: str,
+                     on_progress: Callable[[str], None] | None = None) -> WordIndex:
+    """Index the words of every training work of the corpus into `folder`."""
+    works = [d for d in iter_documents(corpus_dir) if d.split == "train"]
+    if not works:
+        raise CopyIndexError(f"{corpus_dir / DOCUMENTS_FILE}: no training works to index")
+    return write_word_index(works, folder, fingerprint, corpus, on_progress)
+
+
+def write_word_index(works: Sequence[Any], folder: Path, fingerprint: str, corpus: str = "",
+                     on_progress: Callable[[str], None] | None = None) -> WordIndex:
+    """Normalise the words of `works` (each with id, author, title, text) and index them into `folder`.
+
+    Written under a temporary name and renamed into place: a killed build leaves no index that looks whole.
+    """
     vocabulary: dict[str, int] = {}
     ids, starts, ends, sources, work_chars = [], [], [], [], []
     offset = 0
-    documents = [d for d in iter_documents(corpus_dir) if d.split == "train"]
-    for number, doc in enumerate(documents):
+    for number, work in enumerate(works):
         if on_progress and number % 8 == 0:
-            on_progress(f"building the word index: {number}/{len(documents)} training works")
-        words = normalise_words(doc.text)
+            on_progress(f"building the word index: {number}/{len(works)} training works")
+        words = normalise_words(work.text)
         ids.append(np.fromiter((vocabulary.setdefault(w, len(vocabulary) + 1) for w in words.words), dtype=np.uint32,
                                count=len(words)))
         ids.append(np.array([END_OF_WORK], dtype=np.uint32))
-        starts += [words.starts, [len(doc.text)]]
-        ends += [words.ends, [len(doc.text)]]
-        sources.append(SourceWork(doc.id, doc.author, doc.title, offset, len(words) + 1))
-        work_chars.append(len(doc.text))
+        starts += [words.starts, [len(work.text)]]
+        ends += [words.ends, [len(work.text)]]
+        sources.append(SourceWork(work.id, work.author, work.title, offset, len(words) + 1))
+        work_chars.append(len(work.text))
         offset += len(words) + 1
     if not vocabulary:
-        raise CopyIndexError(f"{corpus_dir / DOCUMENTS_FILE}: no words in the training texts to index")
+        raise CopyIndexError(f"{folder}: the training texts hold no words to index")
     if on_progress:
         on_progress(f"building the word index: sorting {offset:,} words")
-    text = np.concatenate(ids)
-    corpus = fingerprint.rsplit("|", 1)[1]
     with building_folder(folder) as staging:
-        write_index_files(text, sources, staging, fingerprint, extra={"corpus": corpus, "work_chars": work_chars})
+        write_index_files(np.concatenate(ids), sources, staging, fingerprint,
+                          extra={"corpus": corpus, "work_chars": work_chars})
         np.concatenate(starts).astype(np.uint32).tofile(staging / "starts.bin")
         np.concatenate(ends).astype(np.uint32).tofile(staging / "ends.bin")
         (staging / VOCABULARY_FILE).write_text("\n".join(vocabulary), encoding="utf-8")
+    return WordIndex(folder)
 
 
 def built_from_run_corpus(index: WordIndex, token_set: TokenSet) -> bool:
