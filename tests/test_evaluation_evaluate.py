@@ -16,6 +16,7 @@ from dvoinik.evaluation.evaluate import (
     passages,
     recommend,
     repetition,
+    reproduces,
 )
 from dvoinik.runs import find_run, resolve_checkpoint
 from dvoinik.training.loop import train
@@ -73,6 +74,14 @@ def test_samples_without_words_count_against_the_target(tmp_path: Path) -> None:
     measures = measure_texts([texts["А"][1][1][:3000], "", " ... "], tokenizer, index, style, "А", 50)
     assert measures.attributed == {"А": 1, NO_WORDS: 2} and measures.target_share == pytest.approx(1 / 3)
     assert measures.longest_spans[1] == 0
+
+
+def test_reproduction_is_counted_word_for_word() -> None:
+    real = "— Ну, полно! Человек для искусства просит, а не для пустя"  # cut inside a word by the 64th token
+    assert reproduces("- Ну полно!\nЧеловек для искусства\nпросит  а не для пустяков", real)
+    assert reproduces(" ну, полно! человек для искусства просит, а не для пу", real)
+    assert not reproduces("— Ну, полно! Человек для науки просит, а не для пустяков", real)
+    assert not reproduces("— Ну, полно!", real)  # stopped short
 
 
 def _checkpoint(name: str, share: float, ppl: float, copied: float = 0.0, exact: float = 0.0) -> dict:
