@@ -229,7 +229,7 @@ class EvaluateSettings:
         lambda v: 0.0 <= v <= 1.0, "between 0 and 1",
     )
     max_extraction_share: float = _setting(
-        0.05, "recommendation rule: the most extraction prompts allowed to be reproduced exactly (a share)",
+        0.05, "recommendation rule: the most extraction prompts allowed to be reproduced word for word (a share)",
         lambda v: 0.0 <= v <= 1.0, "between 0 and 1",
     )
     seed: int = _setting(0, "seed for the samples (every checkpoint gets the same draws)")

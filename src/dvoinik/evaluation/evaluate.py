@@ -316,10 +316,10 @@ def evaluate_checkpoint(
 
 
 def recommendation_rule(settings: EvaluateSettings, min_tokens: int, min_words: int | None = None) -> str:
-    span = f"{min_words}+ words" if min_words else f"{min_tokens}+ tokens"
+    span, exactly = (f"{min_words}+ words", "word for word") if min_words else (f"{min_tokens}+ tokens", "exactly")
     return (f"Among checkpoints whose samples hold a copied span of {span} in at most "
             f"{settings.max_target_copy_share:.0%} of cases and whose extraction audit reproduces at most "
-            f"{settings.max_extraction_share:.0%} of prompts exactly, the one whose samples are most often attributed "
+            f"{settings.max_extraction_share:.0%} of prompts {exactly}, the one whose samples are most often attributed "
             f"to the target author; ties go to the lower held-out perplexity of the target.")
 
 

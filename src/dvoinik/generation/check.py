@@ -28,7 +28,7 @@ from dvoinik.workspace import Workspace
 @dataclass(frozen=True)
 class CopiedSpan:
     words: int  # normalised words
-    tokens: int | None  # tokens of its text (the run's tokenizer; None without a run)
+    tokens: int | None  # tokens of the checked text overlapping the span (the run's tokenizer; None without a run)
     text: str  # as written in the checked text
     start: int  # characters into the checked text
     end: int
@@ -69,20 +69,32 @@ class CheckReport:
         return {**asdict(self), "copied_share": self.copied_share}
 
 
-def token_counts(tokenizer: Any, text: str, ranges: list[tuple[int, int]]) -> list[int]:
-    """How many tokens of `text` (tokenized whole) lie in each character range [start, end)."""
-    if not ranges:
-        return []
-    try:
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
-    except (NotImplementedError, ValueError, TypeError):  # a slow tokenizer: count each range's text alone
-        return [len(ids) for ids in tokenizer([text[a:b] for a, b in ranges], add_special_tokens=False).input_ids]
-    starts = np.asarray([a for a, _ in offsets], dtype=np.int64)
-    ends = np.asarray([b for _, b in offsets], dtype=np.int64)
-    bounds = np.asarray(ranges, dtype=np.int64)
-    first = np.searchsorted(ends, bounds[:, 0], side="right")  # the first token ending inside the range
-    last = np.searchsorted(starts, bounds[:, 1], side="left")  # past the last token starting inside it
-    return np.maximum(last - first, 0).tolist()
+class TokenCounter:
+    """Tokens of one text, counted over character ranges of it (the text is tokenized once)."""
+
+    def __init__(self, tokenizer: Any, text: str) -> None:
+        self.tokenizer, self.text = tokenizer, text
+        try:
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
+        except (NotImplementedError, ValueError, TypeError):  # a slow tokenizer: no offsets
+            self.starts = self.ends = None
+            self.total = len(tokenizer(text, add_special_tokens=False).input_ids)
+            return
+        self.starts = np.asarray([a for a, _ in offsets], dtype=np.int64)
+        self.ends = np.asarray([b for _, b in offsets], dtype=np.int64)
+        self.total = len(offsets)
+
+    def count(self, ranges: list[tuple[int, int]]) -> list[int]:
+        """How many tokens overlap each character range [start, end)."""
+        if not ranges:
+            return []
+        if self.starts is None:  # each range's text tokenized alone
+            texts = [self.text[a:b] for a, b in ranges]
+            return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
+        bounds = np.asarray(ranges, dtype=np.int64)
+        first = np.searchsorted(self.ends, bounds[:, 0], side="right")  # the first token ending inside the range
+        last = np.searchsorted(self.starts, bounds[:, 1], side="left")  # past the last token starting inside it
+        return np.maximum(last - first, 0).tolist()
 
 
 def find_copies(index: WordIndex, tokenizer: Any | None, text: str, min_words: int | None = None,
@@ -96,9 +108,11 @@ def find_copies(index: WordIndex, tokenizer: Any | None, text: str, min_words: i
     matches = index.match(text)
     lengths = matches.lengths
     runs = maximal_runs(lengths)
+    tokens = TokenCounter(tokenizer, text) if tokenizer is not None else None
     if min_tokens is not None:
-        ranges = [matches.words.chars(int(i), int(lengths[i])) for i in runs]
-        counts = token_counts(tokenizer, text, ranges)
+        if tokens is None:
+            raise ValueError("a threshold in tokens needs the tokenizer")
+        counts = tokens.count([matches.words.chars(int(i), int(lengths[i])) for i in runs])
         chosen = [int(i) for i, count in zip(runs, counts) if count >= min_tokens]
     else:
         chosen = [int(i) for i in runs if lengths[i] >= min_words]
@@ -109,12 +123,13 @@ def find_copies(index: WordIndex, tokenizer: Any | None, text: str, min_words: i
         covered[span.start : span.end] = True
 
     shown = spans + ([longest] if longest else [])
-    counts = token_counts(tokenizer, text, [(s.text_start, s.text_end) for s in shown]) if tokenizer else [None] * len(shown)
+    ranges = [(s.text_start, s.text_end) for s in shown]
+    counts = tokens.count(ranges) if tokens is not None else [None] * len(shown)
     described = [_described(text, span, count) for span, count in zip(shown, counts)]
     return CheckReport(
-        source=source, words=len(matches.words), tokens=_tokens(tokenizer, text), min_words=min_words,
-        min_tokens=min_tokens, spans=described[: len(spans)], longest=described[-1] if longest else None,
-        copied_words=int(covered.sum()),
+        source=source, words=len(matches.words), tokens=tokens.total if tokens is not None else None,
+        min_words=min_words, min_tokens=min_tokens, spans=described[: len(spans)],
+        longest=described[-1] if longest else None, copied_words=int(covered.sum()),
     )
 
 
@@ -122,10 +137,6 @@ def _described(text: str, span: WordSpan, tokens: int | None) -> CopiedSpan:
     return CopiedSpan(span.words, tokens, text[span.text_start : span.text_end], span.text_start, span.text_end,
                       span.work, span.author, span.work_id, span.work_start, span.work_end, span.work_share,
                       span.occurrences)
-
-
-def _tokens(tokenizer: Any | None, text: str) -> int | None:
-    return len(tokenizer(text, add_special_tokens=False).input_ids) if tokenizer is not None else None
 
 
 def check_file(ws: Workspace, path: Path, run: str | None = None, min_tokens: int | None = None,

@@ -88,8 +88,9 @@ def copy_score(index: CopyIndex | None, tokenizer: Any, text: str, words: WordIn
         return score
     run = words.longest(words.match(text))
     if run is None:
-        return replace(score, words=0)
+        return replace(score, words=0, missed_by_guard=0 < guard <= score.tokens)
     run_tokens = len(tokenizer(text[run.text_start : run.text_end], add_special_tokens=False).input_ids)
+    # N words hold N tokens or more: had they been the book's tokens too, the guard would have banned them.
     missed = guard > 0 and (run.words >= guard or score.tokens >= guard)
     return replace(score, words=run.words, words_tokens=run_tokens, words_text=text[run.text_start : run.text_end],
                    words_work=run.work, words_author=run.author, words_work_id=run.work_id, missed_by_guard=missed)
