@@ -231,3 +231,18 @@ def test_without_a_run_a_file_is_checked_in_words(classics: Workspace, tmp_path:
     report = check_file(words_only, file)
     assert [s.words for s in report.spans] == [60] and report.spans[0].tokens is None and report.tokens is None
     assert "no run" in report.notes[0]
+
+
+def test_a_corpus_rebuilt_after_the_run_is_named_in_a_note(classics: Workspace, tmp_path: Path) -> None:
+    from dvoinik.workspace import load_workspace
+
+    moved = tmp_path / "double"
+    shutil.copytree(classics.root, moved, ignore=shutil.ignore_patterns("books"))
+    ws = load_workspace(moved)
+    report_json = ws.corpus_dir / "report.json"  # a corpus built anew (same texts, another report): a new fingerprint
+    report_json.write_text(report_json.read_text(encoding="utf-8").replace("{", '{"rebuilt": true, ', 1), encoding="utf-8")
+    _, passage = _passages(classics)["chekhov"]
+    file = tmp_path / "draft.txt"
+    file.write_text(passage, encoding="utf-8")
+    report = check_file(ws, file)
+    assert len(report.spans) == 1 and "rebuilt after run 'c'" in report.notes[0]

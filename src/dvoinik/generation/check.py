@@ -21,7 +21,7 @@ import numpy as np
 
 from dvoinik.corpus.build import read_text_file
 from dvoinik.generation.wordindex import WordIndex, WordSpan, built_from_run_corpus, maximal_runs, open_word_index
-from dvoinik.runs import find_run, resolve_checkpoint, run_names, run_token_set
+from dvoinik.runs import Run, RunError, find_run, resolve_checkpoint, run_names, run_token_set
 from dvoinik.workspace import Workspace
 
 
@@ -156,10 +156,18 @@ def check_file(ws: Workspace, path: Path, run: str | None = None, min_tokens: in
     if min_tokens is None:
         min_words = min_words or ws.check.min_words
     report = find_copies(index, tokenizer, text, min_words, min_tokens, source=str(path))
-    if chosen is not None and not built_from_run_corpus(index, run_token_set(ws, chosen)):
+    if chosen is None:
+        report.notes.append("no run trained yet: spans are counted in words only")
+    elif not _trained_on(index, ws, chosen):
         report.notes.append(f"the corpus was rebuilt after run {chosen.name!r} was trained: the text is compared "
                             "with the training works of the corpus as it is now")
-    elif chosen is None:
-        report.notes.append("no run trained yet: spans are counted in words only")
     return report
+
+
+def _trained_on(index: WordIndex, ws: Workspace, run: Run) -> bool:
+    """Whether the run was trained on the corpus the word index was built from (its token set was made from it)."""
+    try:
+        return built_from_run_corpus(index, run_token_set(ws, run))
+    except RunError:  # its token files are gone or were rebuilt: the corpus changed since
+        return False
 
