@@ -40,13 +40,16 @@ import numpy as np
 NORMALISER_VERSION = 1  # part of the word index's fingerprint: a change of rules rebuilds it
 
 
+_BMP_CATEGORIES = tuple(unicodedata.category(chr(c)) for c in range(0x10000))
+
+
 def _category_class(wanted: tuple[str, ...]) -> str:
     """The characters of the Basic Multilingual Plane in the Unicode categories `wanted`, as regex class ranges.
 
     Generated from Python's own Unicode database (`re` has no \\p{...}); characters beyond
     the BMP (historic scripts' marks) are left out and simply separate words.
     """
-    chars = [c for c in range(0x10000) if unicodedata.category(chr(c)) in wanted]
+    chars = [c for c, category in enumerate(_BMP_CATEGORIES) if category in wanted]
     ranges, first = [], None
     for previous, current in zip([None, *chars], [*chars, None]):
         if first is None:
