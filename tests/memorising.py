@@ -1,14 +1,16 @@
-"""A tiny model that has memorised a short text, and the copy index of that text (built in the test)."""
+"""A tiny model that has memorised a short text, and the copy and word indexes of that text (built in the test)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from synthetic import synthetic_prose
 
 from dvoinik.generation.copyindex import SourceWork, write_copy_index
 from dvoinik.generation.double import Double
+from dvoinik.generation.wordindex import write_word_index
 from dvoinik.tokens import train_bpe_tokenizer
 
 
@@ -17,7 +19,7 @@ def memorised_text() -> str:
 
 
 def memorising_double(folder: Path, steps: int = 300) -> tuple[Double, list[int]]:
-    """A 2-layer Llama trained until it reproduces `memorised_text()`; its tokens and copy index."""
+    """A 2-layer Llama trained until it reproduces `memorised_text()`; its tokens, copy index and word index."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -39,4 +41,6 @@ def memorising_double(folder: Path, steps: int = 300) -> tuple[Double, list[int]
     model.eval()
     index = write_copy_index(np.asarray(ids, dtype=np.uint16), [SourceWork("w1", "Автор", "Заученное", 0, len(ids))],
                              folder / "copy-index", "test")
-    return Double(model, tokenizer, "memorised", index, 512), ids
+    words = write_word_index([SimpleNamespace(id="w1", author="Автор", title="Заученное", text=text)],
+                             folder / "word-index", "test")
+    return Double(model, tokenizer, "memorised", index, 512, words=words), ids

@@ -16,6 +16,7 @@ from dvoinik.evaluation.evaluate import (
     passages,
     recommend,
     repetition,
+    reproduces,
 )
 from dvoinik.runs import find_run, resolve_checkpoint
 from dvoinik.training.loop import train
@@ -75,6 +76,14 @@ def test_samples_without_words_count_against_the_target(tmp_path: Path) -> None:
     assert measures.longest_spans[1] == 0
 
 
+def test_reproduction_is_counted_word_for_word() -> None:
+    real = "— Ну, полно! Человек для искусства просит, а не для пустя"  # cut inside a word by the 64th token
+    assert reproduces("- Ну полно!\nЧеловек для искусства\nпросит  а не для пустяков", real)
+    assert reproduces(" ну, полно! человек для искусства просит, а не для пу", real)
+    assert not reproduces("— Ну, полно! Человек для науки просит, а не для пустяков", real)
+    assert not reproduces("— Ну, полно!", real)  # stopped short
+
+
 def _checkpoint(name: str, share: float, ppl: float, copied: float = 0.0, exact: float = 0.0) -> dict:
     return {"name": name, "val_target_ppl": ppl, "samples": {"target_share": share, "share_with_copied_span": copied},
             "extraction": {"exact_share": exact}}
@@ -111,9 +120,15 @@ def test_evaluate_writes_its_report_on_a_real_run(tmp_path: Path) -> None:
         assert set(samples["novel_ngrams"]) == {str(n) for n in range(1, 21)}
         assert len(samples["longest_spans"]) == 4 and checkpoint["extraction"]["prompts"] == 3
         assert all(0 <= samples["distinct"][n] <= 1 for n in ("1", "2", "3"))
-    # Real held-out text: the ceiling of style, and a novelty curve that rises with n.
+    # Real held-out text: the ceiling of style, and a novelty curve that rises with n (in words: 20 tokens hold
+    # about ten, so there is no 20-word n-gram to count).
     novel = report["ceiling"]["novel_ngrams"]
-    assert novel["1"] <= novel["5"] <= novel["20"]
+    assert novel["1"] <= novel["3"] <= novel["5"] and novel["20"] is None
+    # Copying is counted in normalised words, as `check` counts; the token figures stay beside them.
+    assert report["copy_unit"] == "words" and report["min_words"] == 27 and "27+ words" in report["rule"]
+    for checkpoint in report["checkpoints"]:
+        assert checkpoint["samples"]["unit"] == "words" and len(checkpoint["samples"]["longest_token_spans"]) == 4
+        assert 0 <= checkpoint["extraction"]["token_exact_share"] <= checkpoint["extraction"]["exact_share"] <= 1
     html = (result.folder / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 6 and "Rule:" in html
     assert sorted(p.name for p in (result.folder / "plots").iterdir()) == [

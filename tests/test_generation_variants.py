@@ -5,13 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from memorising import memorised_text, memorising_double
+from synthetic import synthetic_prose
 from training_fixtures import make_workspace, save_tiny_gpt2
 
 from dvoinik.corpus.build import load_documents
 from dvoinik.generation.decoding import GenerationError, decoding_for
 from dvoinik.generation.double import load_checkpoint, load_double, parse_style, set_style_mix
 from dvoinik.generation.streamer import cut_at_stop
-from dvoinik.generation.variants import generate
+from dvoinik.generation.variants import copy_score, generate
 from dvoinik.training.loop import train
 
 GUARD = 10
@@ -49,6 +50,25 @@ def test_a_memorising_model_copies_without_the_guard(memorised) -> None:
     variant = generate(double, _prompt(), decoding_for("greedy", max_new_tokens=80)).variants[0]
     assert memorised_text()[len(_prompt()):].startswith(variant.text)  # word for word
     assert variant.copy.tokens >= 75 and variant.copy.work == "Заученное" and variant.copy.author == "Автор"
+    # In words too: all of it but a last word that the 80th token may have cut short.
+    assert variant.copy.words >= len(variant.text.split()) - 1 and variant.copy.words_work == "Заученное"
+    assert variant.copy.words_text in variant.text
+    assert not variant.copy.missed_by_guard  # written without the guard: nothing for it to miss
+
+
+def test_a_copy_the_token_guard_could_not_see_is_named(memorised) -> None:
+    double, _ = memorised
+    book = memorised_text()
+    # The book's words, laid out anew: one line, two spaces between words (as some ebooks pad them).
+    laid_out = "  ".join(book.split())
+    score = copy_score(double.index, double.tokenizer, laid_out, double.words, guard=GUARD)
+    assert score.tokens < GUARD <= score.words  # the token ids hide it; the words do not
+    assert score.words == len(book.split()) and score.words_work == "Заученное" and score.missed_by_guard
+    assert score.words_text == laid_out.rstrip(".") and score.words_tokens > score.words  # first word to last
+    assert not copy_score(double.index, double.tokenizer, laid_out, double.words, guard=0).missed_by_guard  # no guard
+    other = copy_score(double.index, double.tokenizer, synthetic_prose(7, 1), double.words, guard=GUARD)
+    assert other.words < 3 and not other.missed_by_guard
+    assert copy_score(double.index, double.tokenizer, laid_out).words is None  # no word index: not measured
 
 
 @pytest.mark.parametrize("preset", ["greedy", "nucleus", "beam"])
@@ -63,6 +83,7 @@ def test_with_the_guard_no_span_of_n_tokens_is_copied(memorised, preset: str) ->
             grams = [window[i : i + GUARD] for i in range(len(prompt_ids) - GUARD + 1, len(window) - GUARD + 1)]
             assert grams and not any(double.index.contains(g) for g in grams)  # the guarantee, in token ids
             assert variant.copy.tokens < GUARD  # and in the text as `check` reads it
+            assert variant.copy.words < GUARD and not variant.copy.missed_by_guard  # and in words
 
 
 def test_variants_stream_stop_and_repeat_with_their_seed(memorised) -> None:
@@ -107,7 +128,7 @@ def test_a_workspace_run_loads_with_its_copy_index(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     train(ws, run="g", overrides={"max_steps": 4})
     double = load_double(ws)
-    assert double.checkpoint == "g/checkpoint-4" and double.index is not None
+    assert double.checkpoint == "g/checkpoint-4" and double.index is not None and double.words is not None
     result = generate(double, "Бава", decoding_for("coherent", max_new_tokens=12, seed=3), n=2, guard=GUARD)
     assert len(result.variants) == 2 and all(v.copy is not None for v in result.variants)
 

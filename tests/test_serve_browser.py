@@ -482,3 +482,35 @@ def test_api_key_is_asked_for_once_and_sent(context, workspace, tmp_path):
         expect(page.locator("body")).to_have_attribute("data-ready", "true")
         expect(page.get_by_test_id("editor")).to_have_value("Текст под ключом.")
         expect(dialog).to_be_hidden()
+
+
+def test_a_copy_the_guard_could_not_see_is_marked_on_its_card(context, base_url):
+    """The card says so when the word measure finds a copy that the token guard let through. The server's stream is
+    stood in for here: which text a tiny model happens to copy, and how, is not the test's to choose."""
+    from dvoinik.serve.streaming import sse
+
+    page, errors = open_studio(context, base_url)
+    new_document(page, "Копия", PARAGRAPH)
+    missed = {"tokens": 6, "text": "ребро, а", "work": "АНЮТА", "author": "Чехов", "work_id": "a", "words": 34,
+              "words_tokens": 71, "words_text": "Ну, ну... не умрешь, не вертись...", "words_work": "АНЮТА",
+              "words_author": "Чехов", "words_work_id": "a", "missed_by_guard": True}
+    plain = {**missed, "words": 3, "words_tokens": 5, "missed_by_guard": False}
+    variants = [{"text": " Ну, ну... не умрешь", "new_tokens": 24, "finish_reason": "length", "copy": missed},
+                {"text": " Тихо было.", "new_tokens": 4, "finish_reason": "stop", "copy": plain}]
+    body = sse({"generation_id": "g1", "seed": 1, "checkpoint": "c"}, "start") + \
+        sse({"generation_id": "g1", "variants": variants}, "done")
+    page.route(re.compile(r".*/studio/api/documents/\d+/generate$"),
+               lambda route: route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body))
+    page.get_by_test_id("n").fill("2")
+    page.get_by_test_id("continue").click()
+    scores = page.get_by_test_id("copy-score")
+    expect(scores).to_have_count(2)
+    expect(scores.nth(0)).to_have_attribute("data-missed", "true")
+    expect(scores.nth(0)).to_have_class(re.compile(r"\balarm\b"))
+    expect(scores.nth(0)).to_contain_text("Совпадение с книгами: 34 слова (71 токен) — «АНЮТА», Чехов")
+    expect(scores.nth(0).get_by_test_id("copy-missed")).to_contain_text("страж повторов этого не увидел")
+    expect(scores.nth(1)).to_have_attribute("data-missed", "false")
+    expect(scores.nth(1)).to_contain_text("3 слова (5 токенов)")
+    expect(scores.nth(1).get_by_test_id("copy-missed")).to_have_count(0)
+    expect(scores.nth(1)).not_to_have_class(re.compile(r"\balarm\b"))
+    assert errors == []

@@ -48,6 +48,7 @@ from dvoinik import __version__, demo
 from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build_corpus
 from dvoinik.corpus.report import authors_table, summary_line
 from dvoinik.evaluation.evaluate import EvaluationError, evaluate_run
+from dvoinik.evaluation.report import copy_threshold
 from dvoinik.evaluation.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
 from dvoinik.export.build import ExportResult, export_double
 from dvoinik.export.options import ExportError, ExportOptions
@@ -422,6 +423,12 @@ def _copy_line(variant: Variant) -> str:
     copy = variant.copy
     if copy is None:
         return ""
+    if copy.words is not None:
+        if copy.words == 0:
+            return "nothing found in the training texts"
+        missed = " — a copy the guard could not see (its layout or sub-word split differs)" if copy.missed_by_guard else ""
+        return (f"longest span found in the training texts: {copy.words} words ({copy.words_tokens} tokens), from "
+                f"«{copy.words_work}» ({copy.words_author}); as token ids: {copy.tokens} tokens{missed}")
     if copy.tokens == 0:
         return "nothing found in the training texts"
     return f"longest span found in the training texts: {copy.tokens} tokens, from «{copy.work}» ({copy.author})"
@@ -508,15 +515,19 @@ def _generation_footer(out: Console, result: Generation) -> None:
 
 def _span_row(number: int, span: CopiedSpan) -> list[str]:
     words = span.text if len(span.text) <= 160 else span.text[:120] + " … " + span.text[-30:]
-    return [str(number), str(span.tokens), f"{span.start}–{span.end}",
+    return [str(number), str(span.words), "—" if span.tokens is None else str(span.tokens), f"{span.start}–{span.end}",
             f"{span.author} — «{span.work}», {span.work_share:.0%} in", " ".join(words.split())]
 
 
 def _check_summary(report: CheckReport) -> str:
     longest = report.longest
-    where = f" (from «{longest.work}», {longest.author})" if longest else ""
-    return (f"{report.tokens:,} tokens; {len(report.spans)} span(s) of {report.min_tokens}+ tokens; "
-            f"longest {longest.tokens if longest else 0} tokens{where}; "
+    tokens = f" ({report.tokens:,} tokens)" if report.tokens is not None else ""
+    if longest:
+        in_tokens = f", {longest.tokens} tokens" if longest.tokens is not None else ""
+        where = f"longest {longest.words} words{in_tokens} (from «{longest.work}», {longest.author}, {longest.work_share:.0%} in)"
+    else:
+        where = "no word found in the training texts"
+    return (f"{report.words:,} words{tokens}; {len(report.spans)} span(s) of {report.threshold}; {where}; "
             f"{report.copied_share:.1%} of the text in copied spans")
 
 
@@ -525,16 +536,20 @@ def _check_summary(report: CheckReport) -> str:
 def check_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="A text in any format and encoding the corpus reads.")],
-    min_tokens: Annotated[int | None, typer.Option("--min-tokens", help="Report spans of at least this many tokens; default: [check] min_tokens (50).")] = None,
-    run: Annotated[str | None, typer.Option("--run", help="Whose training texts (default: the latest run's).")] = None,
+    min_words: Annotated[int | None, typer.Option("--min-words", help="Report spans of at least this many words; default: [check] min_words (27).")] = None,
+    min_tokens: Annotated[int | None, typer.Option("--min-tokens", help="Report spans of at least this many tokens instead (the run's tokenizer).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Whose tokenizer counts tokens (default: the latest run's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Find the spans of FILE copied from the training texts; exit status 1 when there is one."""
+    """Find the spans of FILE copied from the training texts (as normalised words); exit status 1 when there is one."""
     ws = open_workspace(ctx)
-    if min_tokens is not None and min_tokens < 1:
-        fail(f"--min-tokens {min_tokens}: must be 1 or more")
-    with _console(stderr=True).status(f"checking {file}"):
-        report = check_file(ws, file, run, min_tokens)
+    for flag, value in (("--min-words", min_words), ("--min-tokens", min_tokens)):
+        if value is not None and value < 1:
+            fail(f"{flag} {value}: must be 1 or more")
+    if min_words is not None and min_tokens is not None:
+        fail("--min-words and --min-tokens: give the threshold in one unit")
+    with _console(stderr=True).status(f"checking {file}") as status:
+        report = check_file(ws, file, run, min_tokens, min_words, on_progress=status.update)
     out = _console()
     if as_json:
         import json
@@ -542,11 +557,14 @@ def check_command(
         typer.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
         if report.spans:
-            table = Table("#", "tokens", "chars", "source", "words", title=f"Copied spans in {file}", title_justify="left")
+            table = Table("#", "words", "tokens", "chars", "source", "text", title=f"Copied spans in {file}",
+                          title_justify="left")
             for number, span in enumerate(report.spans, start=1):
                 table.add_row(*_span_row(number, span))
             out.print(table)
         out.print(Text(_check_summary(report), style="red" if report.over_threshold else "green"), soft_wrap=True)
+        for note in report.notes:
+            out.print(Text(f"note: {note}", style="dim"), soft_wrap=True)
     if report.over_threshold:
         raise typer.Exit(1)
 
@@ -610,7 +628,8 @@ def evaluate_command(
         result = evaluate_run(ws, run, on_progress)
     out = _console()
     report = result.report
-    table = Table("checkpoint", "ppl target", "read as target", "longest span", f"{report['min_tokens']}+ spans",
+    threshold, unit = copy_threshold(report)
+    table = Table("checkpoint", "ppl target", "read as target", f"longest span ({unit})", f"{threshold}+ {unit} spans",
                   "extraction exact", title=f"Run {result.run}", title_justify="left")
     for c in report["checkpoints"]:
         exact = c["extraction"]["exact_share"]

@@ -203,8 +203,12 @@ class ServeSettings:
 class CheckSettings:
     """[check]: what counts as copied."""
 
-    min_tokens: int = _setting(50, "report spans of at least this many tokens found in the training texts "
-                                   "(and exit with status 1 when there is one)", lambda v: v >= 1, "1 or more")
+    # 27 words ≈ 50 tokens: the built-in BPE (8,000) writes 1.87 tokens per word of the shared corpus's prose.
+    min_words: int = _setting(27, "a span of at least this many words found in the training texts (compared as "
+                                  "normalised words) counts as copied: `check` reports it and exits with status 1, "
+                                  "copy scores and evaluate flag it", lambda v: v >= 1, "1 or more")
+    min_tokens: int = _setting(50, "the same in tokens of the run's tokenizer, for what is still measured in tokens "
+                                   "(`check --min-tokens`, evaluate's token figures)", lambda v: v >= 1, "1 or more")
 
 
 @dataclass(frozen=True)
@@ -221,11 +225,11 @@ class EvaluateSettings:
     extraction_prompts: int = _setting(32, "extraction audit: 64-token prompts from the target's training works",
                                        lambda v: v >= 0, "0 or more")
     max_target_copy_share: float = _setting(
-        0.0, "recommendation rule: the most samples allowed to hold a copied span of [check] min_tokens (a share)",
+        0.0, "recommendation rule: the most samples allowed to hold a copied span of [check] min_words (a share)",
         lambda v: 0.0 <= v <= 1.0, "between 0 and 1",
     )
     max_extraction_share: float = _setting(
-        0.05, "recommendation rule: the most extraction prompts allowed to be reproduced exactly (a share)",
+        0.05, "recommendation rule: the most extraction prompts allowed to be reproduced word for word (a share)",
         lambda v: 0.0 <= v <= 1.0, "between 0 and 1",
     )
     seed: int = _setting(0, "seed for the samples (every checkpoint gets the same draws)")

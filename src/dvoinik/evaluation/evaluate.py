@@ -7,10 +7,12 @@ For each checkpoint, on the same prompts and seeds:
   corpus's authors (stylometry.py); the real continuations of the same prompts, measured the
   same way, are the ceiling;
 - copying: the longest span of each sample found in the training texts, the share of samples
-  with a span of `[check] min_tokens`, and the share of novel n-grams for n = 1…20, beside the
-  same curve for the real held-out continuations;
+  with a span of `[check] min_words`, and the share of novel n-grams for n = 1…20, beside the
+  same curve for the real held-out continuations — all in normalised words (the word index,
+  as `check` and the copy scores count), with the longest span in tokens kept beside them;
 - extraction: 64-token prompts from the target's training works, continued greedily for 64
-  tokens: how many reproduce the book exactly, and the mean longest copied span;
+  tokens: how many reproduce the book word for word (and token for token), and the mean
+  longest copied span;
 - diversity: distinct-1/2/3 over all samples and repetition inside each sample.
 
 The recommendation rule, stated in the report: among checkpoints whose samples copy no more
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ from dvoinik.generation.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation.decoding import decoding_for
 from dvoinik.generation.double import Double, load_checkpoint
 from dvoinik.generation.variants import sample_ids
+from dvoinik.generation.wordindex import WordIndex, open_word_index
+from dvoinik.generation.words import normalise_words
 from dvoinik.runs import EVALUATION_DIR, REPORT_JSON, Run, find_run, run_token_set
 from dvoinik.tokens import TokenSet
 from dvoinik.training.checkpoints import Checkpoint, list_checkpoints
@@ -185,11 +189,18 @@ class TextMeasures:
     novel_ngrams: dict[int, float | None]
     distinct: dict[int, float]
     repetition: float
+    unit: str = "tokens"  # of longest_spans, share_with_copied_span and novel_ngrams: "words" with a word index
+    longest_token_spans: list[int] = field(default_factory=list)  # in tokens whatever the unit (the guard's measure)
 
 
 def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: StyleModel | None, target: str,
-                  min_tokens: int) -> TextMeasures:
-    stats = [index.matching_statistics(tokenizer(t, add_special_tokens=False).input_ids)[0] for t in texts]
+                  min_tokens: int, words: WordIndex | None = None, min_words: int | None = None) -> TextMeasures:
+    """Style, copying and diversity of `texts`; copying in normalised words when `words` (and `min_words`) are given."""
+    token_stats = [index.matching_statistics(tokenizer(t, add_special_tokens=False).input_ids)[0] for t in texts]
+    longest_tokens = [int(s.max()) if len(s) else 0 for s in token_stats]
+    stats, threshold = token_stats, min_tokens
+    if words is not None:
+        stats, threshold = [words.match(t).lengths for t in texts], min_words or min_tokens
     longest = [int(s.max()) if len(s) else 0 for s in stats]
     target_share = target_probability = None
     attributed: dict[str, int] = {}
@@ -206,11 +217,19 @@ def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: Sty
                                        for r in results) / len(texts))
     return TextMeasures(
         target_share=target_share, target_probability=target_probability, attributed=attributed,
-        longest_spans=longest, share_with_copied_span=float(np.mean([x >= min_tokens for x in longest])) if longest else 0.0,
+        longest_spans=longest, share_with_copied_span=float(np.mean([x >= threshold for x in longest])) if longest else 0.0,
         novel_ngrams=novel_ngram_shares(stats),
         distinct={n: distinct_n(texts, n) for n in DISTINCT_N},
         repetition=float(np.mean([repetition(t) for t in texts])) if texts else 0.0,
+        unit="words" if words is not None else "tokens", longest_token_spans=longest_tokens,
     )
+
+
+def reproduces(generated: str, real: str) -> bool:
+    """Whether `generated` begins with the words of `real`, normalised (the last word of `real` may be cut short)."""
+    real_words = normalise_words(real).words
+    whole = real_words[:-1] if len(real_words) > 1 else real_words
+    return normalise_words(generated).words[: len(whole)] == whole
 
 
 # ---------------------------------------------------------------- one checkpoint
@@ -252,7 +271,7 @@ def generate_batched(double: Double, prompts: list[list[int]], preset: str, new_
 def evaluate_checkpoint(
     checkpoint: Checkpoint, tokenizer: Any, token_set: TokenSet, index: CopyIndex, style: StyleModel | None,
     prompts: list[Passage], extraction: list[Passage], settings: EvaluateSettings, min_tokens: int, block_size: int,
-    eval_blocks: int,
+    eval_blocks: int, words: WordIndex | None = None, min_words: int | None = None,
 ) -> dict:
     double = load_checkpoint(checkpoint.path, index)  # on the GPU when there is one
     result: dict[str, Any] = {"name": checkpoint.path.name, "step": checkpoint.step}
@@ -263,9 +282,10 @@ def evaluate_checkpoint(
                                settings.seed)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in samples]
     target = token_set.target.name if token_set.target else ""
-    measures = measure_texts(texts, tokenizer, index, style, target, min_tokens)
+    measures = measure_texts(texts, tokenizer, index, style, target, min_tokens, words, min_words)
     result["samples"] = asdict(measures)
     result["samples"]["longest_span"] = summarize(measures.longest_spans)
+    result["samples"]["longest_token_span"] = summarize(measures.longest_token_spans)
     shown = np.linspace(0, len(prompts) - 1, num=min(SAMPLES_SHOWN, len(prompts))).round().astype(int)
     result["examples"] = [
         {"prompt": tokenizer.decode(prompts[i].prompt), "text": texts[i], "real": tokenizer.decode(prompts[i].continuation),
@@ -276,10 +296,17 @@ def evaluate_checkpoint(
     if extraction:
         length = len(extraction[0].continuation)
         greedy = generate_batched(double, [p.prompt for p in extraction], "greedy", length, settings.seed)
-        exact = [ids[:length] == p.continuation for ids, p in zip(greedy, extraction)]
-        spans = [int(index.matching_statistics(ids)[0].max()) if ids else 0 for ids in greedy]
+        token_exact = [ids[:length] == p.continuation for ids, p in zip(greedy, extraction)]
+        token_spans = [int(index.matching_statistics(ids)[0].max()) if ids else 0 for ids in greedy]
+        exact, spans = token_exact, token_spans
+        if words is not None:  # word for word, however the model spelt the tokens
+            written = [tokenizer.decode(ids[:length], skip_special_tokens=True) for ids in greedy]
+            exact = [reproduces(text, tokenizer.decode(p.continuation)) for text, p in zip(written, extraction)]
+            spans = [words.match(text).longest for text in written]
         result["extraction"] = {"prompts": len(extraction), "exact_share": float(np.mean(exact)),
-                                "mean_longest_span": float(np.mean(spans))}
+                                "mean_longest_span": float(np.mean(spans)),
+                                "token_exact_share": float(np.mean(token_exact)),
+                                "mean_longest_token_span": float(np.mean(token_spans))}
     else:
         result["extraction"] = {"prompts": 0, "exact_share": None, "mean_longest_span": None}
     return result
@@ -288,10 +315,11 @@ def evaluate_checkpoint(
 # ---------------------------------------------------------------- the rule
 
 
-def recommendation_rule(settings: EvaluateSettings, min_tokens: int) -> str:
-    return (f"Among checkpoints whose samples hold a copied span of {min_tokens}+ tokens in at most "
+def recommendation_rule(settings: EvaluateSettings, min_tokens: int, min_words: int | None = None) -> str:
+    span, exactly = (f"{min_words}+ words", "word for word") if min_words else (f"{min_tokens}+ tokens", "exactly")
+    return (f"Among checkpoints whose samples hold a copied span of {span} in at most "
             f"{settings.max_target_copy_share:.0%} of cases and whose extraction audit reproduces at most "
-            f"{settings.max_extraction_share:.0%} of prompts exactly, the one whose samples are most often attributed "
+            f"{settings.max_extraction_share:.0%} of prompts {exactly}, the one whose samples are most often attributed "
             f"to the target author; ties go to the lower held-out perplexity of the target.")
 
 
@@ -374,6 +402,7 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
 
     step("building the copy index")
     index = open_copy_index(token_set)
+    words = open_word_index(ws.root, on_progress=lambda message: step(message))
     step("fitting the stylometry model")
     try:
         style: StyleModel | None = load_or_fit_workspace_model(ws)
@@ -381,15 +410,15 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         style = None  # one author: nothing to attribute among; every other measure still holds
     if style is not None:  # short samples are attributed too: the ceiling says how far to trust them
         style = replace(style, settings=replace(style.settings, min_words=1))
-    min_tokens = ws.check.min_tokens
+    min_tokens, min_words = ws.check.min_tokens, ws.check.min_words
     real_texts = [tokenizer.decode(p.continuation) for p in prompts]
-    ceiling = measure_texts(real_texts, tokenizer, index, style, token_set.target.name, min_tokens)
+    ceiling = measure_texts(real_texts, tokenizer, index, style, token_set.target.name, min_tokens, words, min_words)
 
     results = []
     for number, checkpoint in enumerate(checkpoints):
         step(f"evaluating {checkpoint.path.name}", number)
         results.append(evaluate_checkpoint(checkpoint, tokenizer, token_set, index, style, prompts, extraction,
-                                           settings, min_tokens, block_size, eval_blocks))
+                                           settings, min_tokens, block_size, eval_blocks, words, min_words))
     step("writing the report", len(checkpoints))
     recommended, reason = recommend(results, settings)
     report = {
@@ -397,16 +426,19 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": asdict(settings),
         "min_tokens": min_tokens,
+        "min_words": min_words,
+        "copy_unit": "words",  # of the copying and extraction figures (tokens kept beside them as longest_token_*)
         "target": token_set.target.name,
         "authors": [a.name for a in token_set.authors],
         "prompts": len(prompts),
         "sample_tokens": sample_tokens,
         "extraction_tokens": extraction_tokens,
         "style_model": {"authors": list(style.authors), "calibration": asdict(style.calibration)} if style else None,
-        "rule": recommendation_rule(settings, min_tokens),
+        "rule": recommendation_rule(settings, min_tokens, min_words),
         "recommended": recommended,
         "reason": reason,
-        "ceiling": {**asdict(ceiling), "longest_span": summarize(ceiling.longest_spans)},
+        "ceiling": {**asdict(ceiling), "longest_span": summarize(ceiling.longest_spans),
+                    "longest_token_span": summarize(ceiling.longest_token_spans)},
         "checkpoints": results,
     }
     folder = chosen.folder / EVALUATION_DIR

@@ -42,6 +42,14 @@ def _finish(fig: Any, ax: Any, report: dict | None, path: Path, legend_size: int
     _save(fig, path)
 
 
+def copy_threshold(report: dict) -> tuple[int, str]:
+    """What counts as a copied span in this report: (`[check] min_words`, "words"), or tokens in a report from before
+    copying was measured in words."""
+    if report.get("copy_unit") == "words":
+        return report["min_words"], "words"
+    return report["min_tokens"], "tokens"
+
+
 def _steps(report: dict) -> list[int]:
     return [c["step"] for c in report["checkpoints"]]
 
@@ -85,20 +93,23 @@ def plot_copying(report: dict, path: Path) -> None:
     for key, style in (("mean", "-"), ("p90", "--"), ("max", ":")):
         _series(ax, steps, [c["samples"]["longest_span"][key] for c in report["checkpoints"]],
                 f"longest copied span, {key}", linestyle=style)
-    ax.axhline(report["min_tokens"], color="tab:red", linewidth=1, label=f"{report['min_tokens']} tokens (check threshold)")
+    threshold, unit = copy_threshold(report)
+    ax.axhline(threshold, color="tab:red", linewidth=1, label=f"{threshold} {unit} (check threshold)")
     ax.axhline(report["ceiling"]["longest_span"]["mean"], color="black", linestyle="--", linewidth=1,
                label="real held-out text, mean")
-    _finish(fig, ax, report, path, xlabel="step", ylabel="tokens",
+    _finish(fig, ax, report, path, xlabel="step", ylabel=unit,
             title="Copying: longest span of each sample found in the training texts")
 
 
 def plot_extraction(report: dict, path: Path) -> None:
     fig, ax = _figure()
     steps = _steps(report)
+    threshold, unit = copy_threshold(report)
     _series(ax, steps, [c["samples"]["share_with_copied_span"] for c in report["checkpoints"]],
-            f"samples with a span of {report['min_tokens']}+ tokens")
+            f"samples with a span of {threshold}+ {unit}")
+    exactly = "word for word" if unit == "words" else "exactly"
     _series(ax, steps, [c["extraction"]["exact_share"] for c in report["checkpoints"]],
-            f"extraction prompts reproduced exactly ({report.get('extraction_tokens', 64)} tokens)")
+            f"extraction prompts reproduced {exactly} ({report.get('extraction_tokens', 64)} tokens)")
     _finish(fig, ax, report, path, xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title="Memorisation")
 
 
@@ -113,7 +124,7 @@ def plot_novelty(report: dict, path: Path) -> None:
         ax.plot(list(curve), list(curve.values()), color=colours(number / total), label=checkpoint["name"])
     real = {int(n): v for n, v in report["ceiling"]["novel_ngrams"].items() if v is not None}
     ax.plot(list(real), list(real.values()), color="black", linestyle="--", linewidth=2, label="real held-out text")
-    _finish(fig, ax, None, path, legend_size=7, legend_columns=2, xlabel="n (tokens)",
+    _finish(fig, ax, None, path, legend_size=7, legend_columns=2, xlabel=f"n ({copy_threshold(report)[1]})",
             ylabel="share of n-grams not in the training texts", ylim=(-0.02, 1.02), xticks=list(NOVELTY_TICKS),
             title="Novel n-grams")
 
@@ -159,8 +170,10 @@ def _number(value: Any, digits: int = 1) -> str:
 
 
 def _table(report: dict) -> str:
-    head = ("checkpoint", "step", "ppl target", "ppl influences", "read as target", "longest span (mean / max)",
-            f"samples with {report['min_tokens']}+ span", "extraction exact", "distinct-2", "repetition")
+    threshold, unit = copy_threshold(report)
+    head = ("checkpoint", "step", "ppl target", "ppl influences", "read as target",
+            f"longest span, {unit} (mean / max)", f"samples with {threshold}+ {unit} span", "extraction exact",
+            "distinct-2", "repetition")
     rows = []
     for c in report["checkpoints"]:
         s = c["samples"]
@@ -187,7 +200,7 @@ def _examples(report: dict) -> str:
         parts.append(
             "<div class=\"example\">"
             f"<p class=\"meta\">prompt from «{html.escape(example['work'])}» · longest copied span "
-            f"{example['longest_span']} tokens</p>"
+            f"{example['longest_span']} {copy_threshold(report)[1]}</p>"
             f"<p><span class=\"prompt\">{html.escape(example['prompt'])}</span>"
             f"<span class=\"double\">{html.escape(example['text'])}</span></p>"
             f"<p class=\"meta\">what the author wrote:</p><p class=\"real\">{html.escape(example['real'])}</p></div>"

@@ -313,19 +313,28 @@ def build_copy_index(token_set: TokenSet, folder: Path, fingerprint: str) -> Non
 
 def write_copy_index(text: np.ndarray, sources: list[SourceWork], folder: Path, fingerprint: str) -> CopyIndex:
     """Sort the suffixes of `text` and write the index to `folder` (under a temporary name, then renamed)."""
+    with building_folder(folder) as staging:
+        write_index_files(text, sources, staging, fingerprint)
+    return CopyIndex(folder)
+
+
+def write_index_files(text: np.ndarray, sources: list[SourceWork], folder: Path, fingerprint: str,
+                      extra: dict | None = None) -> None:
+    """The index files of `text` written into `folder`, a folder its caller builds atomically.
+
+    `extra`: more keys for index.json (the word index keeps its own there).
+    """
     from pydivsufsort import divsufsort, kasai
 
     suffixes = divsufsort(text)
     lcp = kasai(text, suffixes).astype(np.int32, copy=False)
     # first[t] = rank of the first suffix whose first token is >= t; the last two entries are the end.
     first = np.searchsorted(text[suffixes], np.arange(int(text.max()) + 3)).astype(np.int64)
-    with building_folder(folder) as staging:
-        text.tofile(staging / "tokens.bin")
-        suffixes.tofile(staging / "suffixes.bin")
-        lcp.tofile(staging / "lcp.bin")
-        first.tofile(staging / "first.bin")
-        info = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "tokens": int(len(text)),
-                "dtype": np.dtype(text.dtype).name, "suffix_dtype": np.dtype(suffixes.dtype).name,
-                "sources": [asdict(s) for s in sources]}
-        (staging / INDEX_FILE).write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
-    return CopyIndex(folder)
+    text.tofile(folder / "tokens.bin")
+    suffixes.tofile(folder / "suffixes.bin")
+    lcp.tofile(folder / "lcp.bin")
+    first.tofile(folder / "first.bin")
+    info = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "tokens": int(len(text)),
+            "dtype": np.dtype(text.dtype).name, "suffix_dtype": np.dtype(suffixes.dtype).name,
+            "sources": [asdict(s) for s in sources], **(extra or {})}
+    (folder / INDEX_FILE).write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")

@@ -9,6 +9,7 @@ from typing import Any
 
 from dvoinik.generation.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation.decoding import GenerationError
+from dvoinik.generation.wordindex import WordIndex, open_word_index
 from dvoinik.runs import AUTO, Run, find_run, resolve_checkpoint, run_token_set
 from dvoinik.training.models import adapter_base, is_adapter_folder, load_base_model, load_checkpoint_model
 from dvoinik.workspace import Workspace
@@ -26,6 +27,7 @@ class Double:
     trained_length: int | None = None  # positions it was trained on, when fewer (a built-in model's block size)
     styles: dict[str, str] = field(default_factory=dict)  # a style mix: run name → its adapter's name in the model
     mix: dict[str, float] = field(default_factory=dict)  # the weights of the mix now active
+    words: WordIndex | None = None  # the training texts as normalised words (copy scores' word measure)
 
     @property
     def eos_id(self) -> int | None:
@@ -33,13 +35,13 @@ class Double:
 
 
 def load_checkpoint(folder: Path, index: CopyIndex | None = None, label: str | None = None,
-                    trained_length: int | None = None) -> Double:
+                    trained_length: int | None = None, words: WordIndex | None = None) -> Double:
     """A Double from a checkpoint folder (full model or LoRA adapter)."""
     from transformers import AutoTokenizer
 
     model = _ready(load_checkpoint_model(folder))
     return Double(model, AutoTokenizer.from_pretrained(folder), label or folder.name, index, _context_length(model),
-                  trained_length)
+                  trained_length, words=words)
 
 
 def load_double(
@@ -54,7 +56,8 @@ def load_double(
     chosen = find_run(ws, run)
     folder = resolve_checkpoint(chosen, checkpoint)
     index = open_copy_index(run_token_set(ws, chosen), on_progress)
-    return load_checkpoint(folder, index, f"{chosen.name}/{folder.name}", chosen.trained_length)
+    return load_checkpoint(folder, index, f"{chosen.name}/{folder.name}", chosen.trained_length,
+                           open_word_index(ws.root, on_progress))
 
 
 def parse_style(text: str) -> dict[str, float]:
@@ -104,7 +107,7 @@ def load_style_mix(
     first, folder = runs[0]
     index = open_copy_index(run_token_set(ws, first), on_progress)
     double = Double(_ready(model), AutoTokenizer.from_pretrained(folder), "", index, _context_length(model),
-                    styles=dict(zip(weights, names)))
+                    styles=dict(zip(weights, names)), words=open_word_index(ws.root, on_progress))
     return set_style_mix(double, weights)
 
 

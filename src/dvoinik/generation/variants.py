@@ -2,14 +2,16 @@
 
 Decoding runs through `model.generate` of transformers with the processors of
 `generation.decoding` (the guard among them). Every variant carries a copy score: the
-longest span of its text found in the training texts (in tokens) and the work it comes
-from, from the token set's copy index.
+longest span of its text found in the training texts, in tokens (the token set's copy
+index, what the guard sees) and in normalised words (the word index, which no change of
+layout, quotes, dashes or sub-word split hides from), with the work it comes from, and
+whether it holds a copy the guard could not see.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dvoinik.generation import fast as fast_decoding
@@ -18,18 +20,28 @@ from dvoinik.generation.decoding import Decoding, GenerationError, logits_proces
 from dvoinik.generation.double import Double
 from dvoinik.generation.guard import originality_guard
 from dvoinik.generation.streamer import VariantStreamer, cut_at_stop, decode_continuation
+from dvoinik.generation.wordindex import WordIndex
 from dvoinik.tokens import added_prefix
 
 
 @dataclass(frozen=True)
 class CopyScore:
-    """The longest span of a text found in the training texts."""
+    """The longest span of a text found in the training texts: in token ids, and in normalised words."""
 
     tokens: int
     text: str = ""
     work: str | None = None  # title of the source work
     author: str | None = None
     work_id: str | None = None
+    words: int | None = None  # the longest run of normalised words found (None: no word index)
+    words_tokens: int = 0  # how many tokens of the text that run takes
+    words_text: str = ""
+    words_work: str | None = None
+    words_author: str | None = None
+    words_work_id: str | None = None
+    # Written with the guard at N on, yet holding N words (or N re-tokenized tokens) of a training text: a copy
+    # the token guard could not see, because its layout or sub-word split differs from the book's.
+    missed_by_guard: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,16 +71,31 @@ class Generation:
         }
 
 
-def copy_score(index: CopyIndex | None, tokenizer: Any, text: str) -> CopyScore | None:
-    """The longest span of `text` (tokenized as the training texts were) that occurs in the training texts."""
+def copy_score(index: CopyIndex | None, tokenizer: Any, text: str, words: WordIndex | None = None,
+               guard: int = 0) -> CopyScore | None:
+    """The longest span of `text` that occurs in the training texts: tokenized as they were, and as normalised words.
+
+    `guard`: the N the text was written with (0: off), to say whether it holds a copy the guard could not see.
+    """
     if index is None:
         return None
     ids = tokenizer(text, add_special_tokens=False).input_ids
     span = index.longest_span(ids)
-    if span is None:
-        return CopyScore(0)
-    source, _ = index.source_at(span.position)
-    return CopyScore(span.length, tokenizer.decode(ids[span.start : span.end]), source.title, source.author, source.id)
+    score = CopyScore(0)
+    if span is not None:
+        source, _ = index.source_at(span.position)
+        score = CopyScore(span.length, tokenizer.decode(ids[span.start : span.end]), source.title, source.author,
+                          source.id)
+    if words is None:
+        return score
+    run = words.longest(words.match(text))
+    if run is None:
+        return replace(score, words=0, missed_by_guard=0 < guard <= score.tokens)
+    run_tokens = len(tokenizer(text[run.text_start : run.text_end], add_special_tokens=False).input_ids)
+    # N words hold N tokens or more: had they been the book's tokens too, the guard would have banned them.
+    missed = guard > 0 and (run.words >= guard or score.tokens >= guard)
+    return replace(score, words=run.words, words_tokens=run_tokens, words_text=text[run.text_start : run.text_end],
+                   words_work=run.work, words_author=run.author, words_work_id=run.work_id, missed_by_guard=missed)
 
 
 def prompt_ids(double: Double, prompt: str, max_new_tokens: int) -> Any:
@@ -117,7 +144,7 @@ def generate(
     streamer = VariantStreamer(double.tokenizer, n, decoding.stop, on_text) if on_text and decoding.num_beams == 1 else None
     rows = sample_ids(double, ids, decoding, guard, n, streamer, should_stop)
     aborted = should_stop is not None and should_stop()
-    variants = [_variant(double, row, decoding, aborted) for row in rows]
+    variants = [_variant(double, row, decoding, aborted, guard) for row in rows]
     return Generation(prompt, int(ids.shape[1]), double.checkpoint, decoding, guard, variants)
 
 
@@ -192,9 +219,10 @@ def _stopping(should_stop: Callable[[], bool] | None, stop: tuple[str, ...] = ()
     return criteria
 
 
-def _variant(double: Double, new_ids: list[int], decoding: Decoding, aborted: bool = False) -> Variant:
+def _variant(double: Double, new_ids: list[int], decoding: Decoding, aborted: bool = False, guard: int = 0) -> Variant:
     text, stopped = cut_at_stop(decode_continuation(double.tokenizer, new_ids), decoding.stop)
     reason = "stop" if stopped or len(new_ids) < decoding.max_new_tokens else "length"
     if aborted and not stopped and len(new_ids) < decoding.max_new_tokens:
         reason = "abort"
-    return Variant(text, len(new_ids), reason, copy_score(double.index, double.tokenizer, text), tuple(new_ids))
+    copy = copy_score(double.index, double.tokenizer, text, double.words, guard)
+    return Variant(text, len(new_ids), reason, copy, tuple(new_ids))

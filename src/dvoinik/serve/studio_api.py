@@ -23,7 +23,7 @@ from dvoinik.serve.compat import check_new_tokens, check_variants
 from dvoinik.serve.context import Context, build_context
 from dvoinik.serve.store import Document, DocumentState, NotFound, NothingToDo, WorldInfo
 from dvoinik.serve.streaming import job_stream, sse, submit_logged
-from dvoinik.workspace import PRESETS
+from dvoinik.workspace import PRESETS, CheckSettings
 
 router = APIRouter(prefix="/studio/api", tags=["studio"])
 
@@ -108,7 +108,9 @@ def info(request: Request) -> dict:
         "max_text_chars": server.settings.max_text_chars,
         "presets": PRESET_VALUES, "defaults": {"preset": server.generate.preset, "n": min(3, server.settings.max_variants),
                                                "max_new_tokens": min(server.generate.max_new_tokens, server.context_tokens // 2),
-                                               "guard": server.generate.guard},
+                                               "guard": server.generate.guard,
+                                               "min_words": server.workspace.check.min_words if server.workspace
+                                               else CheckSettings().min_words},
         "styles": list(server.engine.double.styles), "style": server.engine.double.mix, "shareable": not server.loopback, "auth": server.api_key is not None,
         "blind_tests": server.workspace is not None,
     }

@@ -85,6 +85,10 @@ const STRINGS = {
     'copy.none': 'Из книг не скопировано ничего',
     'copy.span': { one: 'Совпадение с книгами: {n} токен', few: 'Совпадение с книгами: {n} токена', many: 'Совпадение с книгами: {n} токенов', other: 'Совпадение с книгами: {n} токена' },
     'copy.alarm': '— проверьте, не переписано ли',
+    'copy.words': { one: 'Совпадение с книгами: {n} слово', few: 'Совпадение с книгами: {n} слова', many: 'Совпадение с книгами: {n} слов', other: 'Совпадение с книгами: {n} слова' },
+    'copy.wordsTokens': { one: '({n} токен)', few: '({n} токена)', many: '({n} токенов)', other: '({n} токена)' },
+    'copy.missed': '— страж повторов этого не увидел: слова те же, что в книге, другое лишь оформление',
+    'copy.missedWhy': 'Страж не даёт повторить {n} токенов подряд из книг, но сравнивает токены: другие переносы строк, кавычки, тире, «е» вместо «ё» или другое деление на токены скрывают от него повтор. Здесь не меньше {n} слов подряд совпадают с книгой.',
 
     'panels.label': 'Панели',
     'panels.context': 'Контекст',
@@ -315,6 +319,10 @@ const STRINGS = {
     'copy.none': 'Nothing copied from the books',
     'copy.span': { one: 'Copied from the books: {n} token', other: 'Copied from the books: {n} tokens' },
     'copy.alarm': '— check it is not copied',
+    'copy.words': { one: 'Copied from the books: {n} word', other: 'Copied from the books: {n} words' },
+    'copy.wordsTokens': { one: '({n} token)', other: '({n} tokens)' },
+    'copy.missed': '— the originality guard could not see this copy: the words are the book’s, only the layout differs',
+    'copy.missedWhy': 'The guard never lets {n} tokens in a row of the books through, but it compares tokens: other line breaks, quotes, dashes, е for ё or another split into tokens hide a copy from it. Here {n} words or more in a row are the book’s.',
 
     'panels.label': 'Panels',
     'panels.context': 'Context',

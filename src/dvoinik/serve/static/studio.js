@@ -26,7 +26,8 @@ function el(tag, attrs = {}, ...children) {
 const SAVE_DELAY_MS = 600; // after the last keystroke
 const DRAFT_DELAY_MS = 200; // localStorage copy of unsaved edits
 const RETRY_SAVE_MS = [2000, 5000, 10000, 30000];
-const COPY_ALARM_TOKENS = 50; // as `dvoinik check`: a span this long is worth a look whatever the guard
+const COPY_ALARM_TOKENS = 50; // a span of token ids this long is worth a look whatever the guard
+const COPY_ALARM_WORDS = 27; // `dvoinik check`'s threshold ([check] min_words) when the server does not give its own
 const DOC_FIELDS = ['title', 'text', 'memory', 'authors_note', 'note_depth', 'world_info', 'settings'];
 // What the document's history keeps: a change of these is a step, and is refused (409) when the
 // document moved on since the page read it. The title and the settings are not in the history.
@@ -1059,24 +1060,39 @@ function variantMeta(variant, status) {
   return `${t('gen.tokens', { count: variant.result.new_tokens, n: formatNumber(variant.result.new_tokens) })} · ${reasonText}`;
 }
 
-/** "How much of this is the author's books": the longest copied span, alarming past the guard or 50 tokens. */
+/** "How much of this is the author's books": the longest copied span, in normalised words when the server measures
+ * them (else in tokens), alarming past `dvoinik check`'s threshold or the guard, and marked when it is a copy the
+ * token guard could not see. */
 function copyScore(generation, variant) {
   if (!variant.result) return null;
   const copy = variant.result.copy;
   const guard = generation.request.guard ?? state.info?.defaults?.guard ?? 0;
   const tokens = copy?.tokens ?? 0;
-  const alarm = tokens > 0 && (tokens >= COPY_ALARM_TOKENS || (guard > 0 && tokens >= guard));
-  const node = el('p', { class: `copy-score${alarm ? ' alarm' : ''}`, dataset: { testid: 'copy-score', tokens: String(tokens) } });
-  if (!copy || tokens === 0) {
+  const words = copy?.words ?? null; // null: the server has no word index
+  const minWords = state.info?.defaults?.min_words ?? COPY_ALARM_WORDS;
+  const missed = Boolean(copy?.missed_by_guard);
+  const alarm = missed || (words !== null && words >= minWords)
+    || (tokens > 0 && (tokens >= COPY_ALARM_TOKENS || (guard > 0 && tokens >= guard)));
+  const node = el('p', { class: `copy-score${alarm ? ' alarm' : ''}`, dataset: {
+    testid: 'copy-score', tokens: String(tokens), words: words === null ? '' : String(words), missed: String(missed) } });
+  if (!copy || (words ?? tokens) === 0) {
     node.textContent = t('copy.none');
     return node;
   }
-  const source = [copy.work ? `«${copy.work}»` : '', copy.author ?? ''].filter(Boolean).join(', ');
+  const [work, author, text] = words !== null
+    ? [copy.words_work, copy.words_author, copy.words_text] : [copy.work, copy.author, copy.text];
+  const source = [work ? `«${work}»` : '', author ?? ''].filter(Boolean).join(', ');
+  const amount = words !== null
+    ? `${t('copy.words', { count: words, n: formatNumber(words) })} ${t('copy.wordsTokens', { count: copy.words_tokens, n: formatNumber(copy.words_tokens) })}`
+    : t('copy.span', { count: tokens, n: formatNumber(tokens) });
   node.append(
-    el('span', { class: 'copy-tokens' }, t('copy.span', { count: tokens, n: formatNumber(tokens) })),
+    el('span', { class: 'copy-tokens' }, amount),
     source ? ` — ${source}` : '',
-    alarm ? el('strong', { class: 'copy-alarm' }, ` ${t('copy.alarm')}`) : '');
-  if (copy.text) node.title = copy.text;
+    missed
+      ? el('strong', { class: 'copy-missed', title: t('copy.missedWhy', { n: guard }), dataset: { testid: 'copy-missed' } },
+        ` ${t('copy.missed')}`)
+      : alarm ? el('strong', { class: 'copy-alarm' }, ` ${t('copy.alarm')}`) : '');
+  if (text) node.title = text;
   return node;
 }
 
