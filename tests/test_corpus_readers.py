@@ -514,3 +514,23 @@ def test_fb2_without_prolog_in_cp1251_and_html_in_utf16(tmp_path: Path) -> None:
     page.write_bytes("<html><body><p>Абзац в UTF-16.</p></body></html>".encode("utf-16"))
     t = one(read_file(page))
     assert (t.format, t.text, t.encoding) == ("html", "Абзац в UTF-16.", "utf-16")
+
+
+def test_names_that_are_not_utf8_are_read_and_shown_escaped(tmp_path: Path) -> None:
+    name = os.fsdecode("Ёжик".encode("cp1251") + b".txt")
+    (tmp_path / name).write_text(RU, encoding="utf-8")
+    result = read_file(tmp_path / name)
+    assert one(result).source == f"{tmp_path}/\\xa8\\xe6\\xe8\\xea.txt"  # printable, and it says which bytes
+    tar_path = tmp_path / "names.tar"
+    with tarfile.open(tar_path, "w", format=tarfile.GNU_FORMAT, encoding="cp1251") as tar:
+        info = tarfile.TarInfo("Ёжик.txt")
+        info.size = len(RU.encode())
+        tar.addfile(info, io.BytesIO(RU.encode()))
+    assert one(read_file(tar_path)).source == f"{tar_path}!\\xa8\\xe6\\xe8\\xea.txt"
+    zip_path = tmp_path / "names.zip"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("xxxxxxxx.txt", RU)
+    # The name's UTF-8 bytes without the flag that says so, as many zip tools write them.
+    zip_path.write_bytes(buffer.getvalue().replace(b"xxxxxxxx.txt", "Ёжик.txt".encode()))
+    assert one(read_file(zip_path)).source == f"{zip_path}!Ёжик.txt"

@@ -54,6 +54,7 @@ from dvoinik.generation.copyindex import CopyIndexError
 from dvoinik.generation.decoding import GenerationError, decoding_for, with_seed
 from dvoinik.generation.double import load_double, parse_style
 from dvoinik.generation.variants import Generation, Variant, generate
+from dvoinik.paths import shown
 from dvoinik.runs import AUTO, RunError
 from dvoinik.serve.launch import ServeError
 from dvoinik.tokens import TokensError
@@ -90,7 +91,7 @@ def _console(stderr: bool = False) -> Console:
 
 def fail(message: str) -> NoReturn:
     """Print one red line "error: MESSAGE" to stderr and exit with code 2."""
-    line = "error: " + " ".join(str(message).split())  # one line, whatever the message holds
+    line = "error: " + " ".join(shown(str(message)).split())  # one line, whatever the message holds (a file name too)
     _console(stderr=True).print(Text(line, style="red"), soft_wrap=True)
     raise typer.Exit(USER_ERROR_EXIT_CODE)
 
@@ -242,7 +243,7 @@ def _sources_table(ws: Workspace) -> Table:
     table.add_column("sections")
     for s in ws.sources:
         table.add_row(
-            Text(ws.stored_path(s)), Text(s.author), s.role, f"{s.weight:g}", s.sections,
+            Text(shown(ws.stored_path(s))), Text(s.author), s.role, f"{s.weight:g}", s.sections,
             style="bold" if s.role == "target" else None,
         )
     return table
@@ -280,7 +281,7 @@ def add(
     added_paths = {s.path for s in added}
     for given in paths:
         if normalize_path(given) not in added_paths:
-            out.print(Text(f"already recorded for {author.strip()}, skipped: {given}", style="yellow"), soft_wrap=True)
+            out.print(Text(f"already recorded for {author.strip()}, skipped: {shown(given)}", style="yellow"), soft_wrap=True)
     if added:
         first = added[0]
         out.print(Text(f"Added {len(added)} source(s) by {first.author} ({first.role}, weight {first.weight:g})"))

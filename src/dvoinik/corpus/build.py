@@ -28,6 +28,7 @@ from dvoinik.corpus.dedup import (
 )
 from dvoinik.corpus.readers import list_source_files, read_file
 from dvoinik.corpus.report import render_markdown
+from dvoinik.paths import shown
 from dvoinik.workspace import CorpusSettings, Source, Workspace
 
 DOCUMENTS_FILE = "documents.jsonl"
@@ -97,7 +98,7 @@ class BuildResult:
 
 def _read_and_clean(task: FileTask) -> FileOutcome:
     result = read_file(task.path, sections=task.sections)
-    prefix = str(task.path)
+    prefix = shown(task.path)  # how read_file names its sources
 
     def relabel(source: str) -> str:
         return task.label + source[len(prefix):] if source.startswith(prefix) else source
@@ -140,12 +141,12 @@ def read_text_file(path: Path, language: str) -> str:
     result = read_file(path)
     if not result.texts:
         reason = result.skipped[0].reason if result.skipped else "no text found"
-        raise CorpusError(f"{path}: {reason}")
+        raise CorpusError(f"{shown(path)}: {reason}")
     works = [clean_text(raw.text, structured=raw.structured, author_hint=raw.author, title_hint=raw.title,
                         language=language).text for raw in result.texts]
     text = "\n\n".join(w for w in works if w.strip())
     if not text.strip():
-        raise CorpusError(f"{path}: no text left after cleaning")
+        raise CorpusError(f"{shown(path)}: no text left after cleaning")
     return text
 
 
@@ -164,7 +165,7 @@ def collect_tasks(sources: Iterable[Source], language: str) -> list[FileTask]:
     for source in sources:
         base = source.path.parent
         for path in list_source_files(source.path):
-            label = os.path.relpath(path, base)
+            label = shown(os.path.relpath(path, base))  # a name that is not UTF-8 shown as \xNN
             tasks.append(FileTask(path, label, source.author, source.role, source.sections, language))
     return tasks
 
@@ -366,7 +367,7 @@ def build_corpus(
         "workspace": ws.name,
         "settings": asdict(settings),
         "sources": [
-            {"path": str(s.path), "author": s.author, "role": s.role, "weight": s.weight, "sections": s.sections}
+            {"path": shown(s.path), "author": s.author, "role": s.role, "weight": s.weight, "sections": s.sections}
             for s in ws.sources
         ],
         "files": {
