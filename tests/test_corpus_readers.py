@@ -400,6 +400,35 @@ def test_decompression_bomb_stops_at_max_bytes(tmp_path: Path) -> None:
     assert not result.texts and "decompression bomb" in result.skipped[0].reason
 
 
+def sparse_tar(real_size: int, name: str = "hole.txt") -> bytes:
+    """A GNU tar whose one member stores 1 byte and unpacks to `real_size` (a sparse file: the rest is a hole).
+
+    tarfile reads sparse members but cannot write them, so the header is patched by hand.
+    """
+    info = tarfile.TarInfo(name)
+    info.size = 1
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:410] = tarfile.itn(0, 12, tarfile.GNU_FORMAT) + tarfile.itn(1, 12, tarfile.GNU_FORMAT)  # data at 0, 1 byte
+    header[483:495] = tarfile.itn(real_size, 12, tarfile.GNU_FORMAT)
+    header[148:156] = b"        "
+    header[148:156] = f"{sum(header[:512]):06o}\0 ".encode()
+    return bytes(header[:512]) + b"a" + b"\0" * 511 + b"\0" * 1024
+
+
+def test_a_sparse_tar_member_is_charged_its_real_size(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.tar"
+    path.write_bytes(sparse_tar(200_000_000))  # 2 KB on disk, 200 MB unpacked
+    assert path.stat().st_size < 3000
+    with tarfile.open(path) as tar:
+        assert tar.getmembers()[0].size == 200_000_000  # what an unpacker would write
+    result = read_file(path, max_bytes=1_000_000)  # refused from its header, before a byte is unpacked
+    assert "decompression bomb" in skipped_reason(result) and result.skipped[0].source == f"{path}!hole.txt"
+    small = tmp_path / "small.tar.gz"  # under the limit, a sparse member is read like any other
+    small.write_bytes(gzip.compress(sparse_tar(5000)))
+    assert "binary" in skipped_reason(read_file(small, max_bytes=1_000_000))
+
+
 def test_archives_nested_too_deep(tmp_path: Path) -> None:
     data = "Дно матрёшки.".encode()
     for _ in range(6):

@@ -407,8 +407,19 @@ def _zip_mimetype(zf: zipfile.ZipFile, names: set[str]) -> str | None:
         return None
 
 
+def _tar_read(tf: tarfile.TarFile, member: tarfile.TarInfo, budget: _Budget) -> bytes:
+    """A member's bytes, charged to the budget before and while they are read.
+
+    `member.size` is the size the member unpacks to: for a sparse member (holes recorded,
+    not stored) it can be gigabytes in a tar of a few kilobytes, so the tar's own size says nothing.
+    """
+    if member.size > budget.left:
+        budget.take(member.size)  # raises: the header already says it is too big
+    stream = tf.extractfile(member)
+    return _read_limited(stream, budget) if stream is not None else b""
+
+
 def _read_tar(data: bytes, source: str, depth: int, sections: str, budget: _Budget, res: ReadResult) -> None:
-    # The tar bytes are already in memory (and charged), so members cost nothing more.
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
             members = [m for m in tf.getmembers() if m.isfile() and not _hidden_member(m.name)]
@@ -418,8 +429,10 @@ def _read_tar(data: bytes, source: str, depth: int, sections: str, budget: _Budg
             for m in members:
                 member_source = f"{source}!{shown(m.name)}"  # tarfile keeps undecodable bytes as surrogates
                 try:
-                    f = tf.extractfile(m)
-                    inner = f.read() if f is not None else b""
+                    inner = _tar_read(tf, m, budget)
+                except _LimitExceeded as e:
+                    res.skipped.append(Skipped(member_source, str(e)))
+                    return  # the budget is spent for the whole file
                 except Exception as e:
                     res.skipped.append(Skipped(member_source, f"corrupt tar member: {_one_line(e)}"))
                     continue
