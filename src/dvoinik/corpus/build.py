@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -181,7 +184,7 @@ def read_sources(
             if on_file:
                 on_file(outcomes[-1])
         return outcomes
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with worker_pool(workers) as pool:
         # Largest files first keeps both workers busy to the end; results are put back in order.
         order = sorted(range(len(tasks)), key=lambda i: -_size(tasks[i].path))
         futures = {i: pool.submit(_read_and_clean, tasks[i]) for i in order}
@@ -191,6 +194,42 @@ def read_sources(
             if on_file:
                 on_file(results[i])
     return [results[i] for i in range(len(tasks))]
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes that end with the one that started them: a killed build leaves no workers behind.
+
+    (A worker of a plain pool waits on its task pipe for ever once its parent is killed.)
+    """
+    return ProcessPoolExecutor(max_workers=workers, initializer=end_with_parent, initargs=(os.getpid(),))
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent(parent: int) -> None:
+    """Worker initializer: on Linux the kernel kills this process when its parent dies (prctl PR_SET_PDEATHSIG);
+    elsewhere a thread watches for the parent to go."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            _watch_parent(parent)
+    else:
+        _watch_parent(parent)
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dvoinik-parent-watch", daemon=True).start()
 
 
 def _size(path: Path) -> int:
