@@ -336,7 +336,7 @@ def test_corpus_that_cannot_be_written(double: Path, tmp_path: Path, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(build.os, "fsync", fsync)
-    assert_user_error(invoke("corpus"), str(double / "corpus"), "cannot write the corpus", "No space left on device")
+    assert_user_error(invoke("corpus"), f"{double / 'corpus'}: no space left on device", "free some space")
     assert not (double / "corpus").exists()
 
 

@@ -35,6 +35,7 @@ from dvoinik.corpus.build import (
     mix_shares,
     split_by_work,
 )
+from dvoinik.faults import DiskFullError
 from dvoinik.workspace import CorpusSettings, Workspace, add_sources, init_workspace, load_workspace
 
 FIELDS = {"id", "author", "role", "title", "source", "split", "text"}
@@ -610,13 +611,19 @@ def test_a_write_error_is_a_corpus_error(tmp_path: Path, monkeypatch: pytest.Mon
     build_corpus(ws)
     old = (ws.corpus_dir / DOCUMENTS_FILE).read_bytes()
 
+    failure = {"error": OSError(errno.EROFS, "Read-only file system")}
+
     def fsync(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise failure["error"]
 
     monkeypatch.setattr(buildmod.os, "fsync", fsync)
     with pytest.raises(CorpusError) as exc:
         build_corpus(ws)
-    assert str(exc.value) == f"{ws.corpus_dir}: cannot write the corpus: No space left on device"
+    assert str(exc.value) == f"{ws.corpus_dir}: cannot write the corpus: Read-only file system"
+    failure["error"] = OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(DiskFullError) as full:
+        build_corpus(ws)
+    assert str(full.value).startswith(f"{ws.corpus_dir}: no space left on device while writing it (")
     assert (ws.corpus_dir / DOCUMENTS_FILE).read_bytes() == old
     only_corpus_complete(ws.root)
 

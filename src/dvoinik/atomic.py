@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from dvoinik.faults import disk_full, is_disk_full
+
 
 def temporary_sibling(path: Path) -> Path:
     """A fresh hidden name beside `path` (`.NAME.<random>.tmp`) to build it under before a rename."""
@@ -36,8 +38,10 @@ def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc, path.parent):
+            raise disk_full(path) from exc
         raise
 
 
@@ -88,9 +92,11 @@ def building_folder(folder: Path) -> Iterator[Path]:
         try:
             yield staging
             fsync_files(staging)
-        except BaseException:
+        except BaseException as exc:
             restore_previous_folder(folder)
             shutil.rmtree(staging, ignore_errors=True)
+            if is_disk_full(exc, folder.parent):
+                raise disk_full(folder) from exc  # one line, the temporary folder gone, the previous one kept
             raise
         replace_folder(staging, folder)
     finally:

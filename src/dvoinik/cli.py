@@ -49,6 +49,7 @@ from dvoinik.corpus.build import DOCUMENTS_FILE, CorpusError, FileOutcome, build
 from dvoinik.corpus.report import authors_table, summary_line
 from dvoinik.evaluation.evaluate import EvaluationError, evaluate_run
 from dvoinik.evaluation.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
+from dvoinik.faults import FileFault
 from dvoinik.generation.check import CheckReport, CopiedSpan, check_file
 from dvoinik.generation.copyindex import CopyIndexError
 from dvoinik.generation.decoding import GenerationError, decoding_for, with_seed
@@ -97,13 +98,14 @@ def fail(message: str) -> NoReturn:
 
 
 def user_errors(*kinds: Any) -> Any:
-    """Decorate a command so that WorkspaceError (and `kinds`) become `fail(message)`.
+    """Decorate a command so that WorkspaceError, FileFault (a damaged file, a full disk) and `kinds` become
+    `fail(message)`.
 
     Use as `@user_errors` or `@user_errors(CorpusError, ...)`, below `@app.command()`.
     """
     if len(kinds) == 1 and callable(kinds[0]) and not isinstance(kinds[0], type):
         return user_errors()(kinds[0])
-    caught = (WorkspaceError, *kinds)
+    caught = (WorkspaceError, FileFault, *kinds)
 
     def decorate(func: F) -> F:
         @functools.wraps(func)

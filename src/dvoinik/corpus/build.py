@@ -16,9 +16,9 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from dvoinik.atomic import building_folder
@@ -31,6 +31,7 @@ from dvoinik.corpus.dedup import (
 )
 from dvoinik.corpus.readers import list_source_files, read_file
 from dvoinik.corpus.report import render_markdown
+from dvoinik.faults import REBUILD_CORPUS, damaged, read_json, read_json_lines
 from dvoinik.paths import shown
 from dvoinik.workspace import CorpusSettings, Source, Workspace
 
@@ -554,6 +555,28 @@ def write_corpus(corpus_dir: Path, documents: list[Document], report: dict) -> N
 
 def load_documents(corpus_dir: Path) -> list[Document]:
     """Read documents.jsonl back (the next stages start here)."""
+    return list(iter_documents(corpus_dir))
+
+
+def iter_documents(corpus_dir: Path) -> Iterator[Document]:
+    """The documents of documents.jsonl one by one; DamagedFileError (one line, naming the line) when one is not."""
     path = corpus_dir / DOCUMENTS_FILE
-    with open(path, encoding="utf-8") as handle:
-        return [Document(**json.loads(line)) for line in handle if line.strip()]
+    names = [f.name for f in fields(Document)]
+    for number, value in read_json_lines(path, REBUILD_CORPUS):
+        if not isinstance(value, dict) or set(value) != set(names) or \
+                not all(isinstance(value[name], str) for name in names):
+            missing = [n for n in names if not isinstance(value, dict) or n not in value]
+            problem = f"fields missing: {', '.join(missing)}" if missing and isinstance(value, dict) else \
+                "not a document (an object with the fields " + ", ".join(names) + ", all text)"
+            raise damaged(path, f"line {number}: {problem}", REBUILD_CORPUS)
+        yield Document(**value)
+
+
+def load_report(corpus_dir: Path) -> dict:
+    """report.json of the corpus; DamagedFileError when it is not the object `build_corpus` writes."""
+    path = corpus_dir / REPORT_JSON
+    report = read_json(path, REBUILD_CORPUS)
+    if not isinstance(report, dict) or not isinstance(report.get("authors"), dict) or \
+            not isinstance(report.get("mix"), dict):
+        raise damaged(path, "not a corpus report (no authors and mix)", REBUILD_CORPUS)
+    return report
