@@ -198,6 +198,16 @@ class ServeSettings:
                                       "length the model was trained on", lambda v: v >= 0, "0 or more")
     max_text_chars: int = _setting(2_000_000, "the longest text a request may send (a document, a prompt)",
                                    lambda v: v >= 1000, "1000 or more")
+    max_connections: int = _setting(100, "open connections at most; more are closed at once (and requests beyond "
+                                         "it get 503)", lambda v: 2 <= v <= 100_000, "between 2 and 100000")
+    header_timeout: float = _setting(10.0, "seconds a client has to send a request's headers (slow clients are cut "
+                                           "off)", lambda v: 0 < v <= 3600, "above 0 and at most 3600")
+    body_timeout: float = _setting(60.0, "seconds a client has to send a request's body", lambda v: 0 < v <= 3600,
+                                   "above 0 and at most 3600")
+    blind_readers: int = _setting(500, "readers one blind test takes at most", lambda v: v >= 1, "1 or more")
+    blind_readers_per_address: int = _setting(
+        20, "readers one blind test takes from one network address (one computer, or one network behind a router)",
+        lambda v: v >= 1, "1 or more")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dvoinik.generation.copyindex import CopyIndex
 from dvoinik.generation.decoding import Decoding, GenerationError, logits_processors
 from dvoinik.generation.double import Double
 from dvoinik.generation.guard import originality_guard
-from dvoinik.generation.streamer import VariantStreamer, cut_at_stop
+from dvoinik.generation.streamer import StopStringsCriterion, VariantStreamer, cut_at_stop
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,9 @@ def sample_ids(
             input_ids=batch, attention_mask=torch.ones_like(batch),
             do_sample=decoding.do_sample, num_beams=decoding.num_beams, num_return_sequences=n if beams else 1,
             max_new_tokens=decoding.max_new_tokens, logits_processor=logits_processors(decoding, guard_processor),
-            stop_strings=list(decoding.stop) or None, tokenizer=double.tokenizer if decoding.stop else None,
             pad_token_id=double.eos_id, eos_token_id=double.eos_id, streamer=streamer,
-            stopping_criteria=_stopping(should_stop), min_new_tokens=min_new_tokens or None, **neutral,
+            stopping_criteria=_stopping(should_stop, double.tokenizer, decoding.stop, batch.shape[1]),
+            min_new_tokens=min_new_tokens or None, **neutral,
         )
     rows = []
     for row in output[:, prompts.shape[1]:].tolist():
@@ -152,12 +152,14 @@ def sample_ids(
     return rows
 
 
-def _stopping(should_stop: Callable[[], bool] | None) -> Any:
-    """A transformers stopping criterion that ends every row once `should_stop()` is True."""
+def _stopping(should_stop: Callable[[], bool] | None, tokenizer: Any = None, stop: tuple[str, ...] = (),
+              prompt_length: int = 0) -> Any:
+    """Transformers stopping criteria: a row ends at a stop string; every row once `should_stop()` is True."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
+    criteria = StoppingCriteriaList([StopStringsCriterion(tokenizer, stop, prompt_length)] if stop else [])
     if should_stop is None:
-        return None
+        return criteria or None
 
     class Abort(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -165,7 +167,8 @@ def _stopping(should_stop: Callable[[], bool] | None) -> Any:
 
             return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool, device=input_ids.device)
 
-    return StoppingCriteriaList([Abort()])
+    criteria.append(Abort())
+    return criteria
 
 
 def _variant(double: Double, new_ids: list[int], decoding: Decoding, aborted: bool = False) -> Variant:

@@ -15,6 +15,7 @@ function el(tag, attrs = {}, ...children) {
     if (name === 'dataset') Object.assign(node.dataset, value);
     else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
     else if (name === 'class') node.className = value;
+    else if (name === 'style') node.style.cssText = value; // through the CSSOM: the CSP forbids style attributes
     // `value` is a property (a textarea has no such attribute); so are booleans like `checked`.
     else if (name in node && (typeof value !== 'string' || name === 'value')) node[name] = value;
     else node.setAttribute(name, value === true ? '' : value);
