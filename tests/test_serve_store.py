@@ -307,3 +307,21 @@ def test_a_blind_test_closes_for_good_and_limits_its_readers(tmp_path: Path) -> 
         store.add_answers(test.id, [BlindAnswer("Вера", 0, "writer", True)], "10.0.0.4")
     with pytest.raises(NotFound):
         store.blind_receipt(test.id, "guess")
+
+
+def test_opening_on_a_full_disk_or_a_damaged_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from dvoinik.faults import DamagedFileError, DiskFullError
+
+    def full(db):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store_module, "_add_columns", full)
+    with pytest.raises(DiskFullError, match=f"{tmp_path}: no space left on device"):
+        Store.open(tmp_path / "s.sqlite3", exclusive=True)
+    monkeypatch.undo()
+    Store.open(tmp_path / "s.sqlite3", exclusive=True).close()  # the lock was let go
+    (tmp_path / "bad.sqlite3").write_bytes(b"\x00garbage" * 1000)
+    with pytest.raises(DamagedFileError, match="bad.sqlite3: damaged file \\(not a studio database"):
+        Store.open(tmp_path / "bad.sqlite3")

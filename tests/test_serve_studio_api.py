@@ -396,3 +396,88 @@ def test_style_sliders_re_mix_the_loaded_adapters(tmp_path: Path) -> None:
         unknown = client.post(f"/studio/api/documents/{doc['id']}/generate",
                               json={"n": 1, "max_new_tokens": 4, "style": {"other": 1.0}})
         assert unknown.status_code == 422 and "not among the loaded runs" in unknown.json()["detail"]["msg"]
+
+
+@pytest.mark.parametrize(("path", "method", "body", "field"), [
+    ("/studio/api/documents", "POST", b'{"text": "\\ud800"}', "text"),
+    ("DOC", "PATCH", b'{"text": "a\\udfffb"}', "text"),
+    ("DOC", "PATCH", b'{"memory": "\\ud800"}', "memory"),
+    ("DOC", "PATCH", b'{"world_info": [{"keys": ["k"], "content": "\\ud800"}]}', "world_info.0.content"),
+])
+def test_a_lone_surrogate_is_a_422_naming_the_field(studio: httpx.Client, path: str, method: str, body: bytes,
+                                                     field: str) -> None:
+    doc = new_document(studio)
+    url = f"/studio/api/documents/{doc['id']}" if path == "DOC" else path
+    answer = studio.request(method, url, content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["detail"]["msg"].startswith(f"{field}: ")
+    assert "surrogate" in answer.json()["detail"]["msg"] or "unicode" in answer.json()["detail"]["msg"]
+    assert studio.get(f"/studio/api/documents/{doc['id']}").json()["text"] == doc["text"]  # nothing stored
+
+
+def test_choosing_twice_is_choosing_once(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    done = events(studio.post(f"/studio/api/documents/{doc['id']}/generate", json={"n": 2, "max_new_tokens": 4,
+                                                                                 "seed": 3}))[-1][1]
+    choose = f"/studio/api/generations/{done['generation_id']}/choose"
+    first = studio.post(choose, json={"variant": 1})
+    retried = studio.post(choose, json={"variant": 1})  # the page retried after a lost answer
+    assert first.status_code == retried.status_code == 200 and retried.json() == first.json()
+    assert first.json()["text"] == doc["text"] + done["variants"][1]["text"]  # appended once
+    other = studio.post(choose, json={"variant": 0})
+    assert other.status_code == 409 and "has its choice already" in other.json()["detail"]["msg"]
+    lines = [json.loads(line) for line in studio.get("/studio/api/export/preferences.jsonl").text.splitlines()]
+    mine = [line for line in lines if line["generation_id"] == done["generation_id"]]
+    assert [m["chosen"] for m in mine] == [done["variants"][1]["text"]]  # the export agrees with the text
+
+
+def test_pages_cannot_be_framed_and_load_nothing_from_elsewhere(studio: httpx.Client) -> None:
+    for path in ("/", "/studio/api/info", "/static/studio.js"):
+        headers = studio.get(path).headers
+        assert headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "script-src 'self'" in headers["content-security-policy"] and headers["referrer-policy"] == "no-referrer"
+    assert studio.get("/docs").status_code == 404 and studio.get("/redoc").status_code == 404  # no CDN scripts here
+    assert studio.get("/openapi.json").json()["info"]["title"] == "dvoinik"
+
+
+def test_a_full_disk_answers_507_and_loses_nothing(served, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    studio, server = served
+    doc = new_document(studio, text="Сохранено.")
+    real = server.store._db
+
+    class Full:  # the disk fills up: every write is refused, as SQLite refuses it
+        def execute(self, sql, *args):
+            if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(server.store, "_db", Full())
+    answer = studio.patch(f"/studio/api/documents/{doc['id']}", json={"text": "Сохранено. И ещё."})
+    assert answer.status_code == 507
+    message = answer.json()["detail"]["msg"]
+    assert "no space left on device" in message and str(server.store.path.parent) in message
+    assert studio.post("/studio/api/documents", json={"text": "x"}).status_code == 507
+    monkeypatch.undo()
+    assert studio.get(f"/studio/api/documents/{doc['id']}").json()["text"] == "Сохранено."  # as it was
+    assert studio.patch(f"/studio/api/documents/{doc['id']}", json={"text": "Сохранено. И ещё."}).status_code == 200
+
+
+def test_a_damaged_or_full_studio_database_is_one_line(served_ws, tmp_path: Path, monkeypatch) -> None:
+    from test_cli import assert_user_error, invoke
+
+    garbage = served_ws.root / "studio" / "studio.sqlite3"
+    backup = garbage.read_bytes() if garbage.exists() else None
+    garbage.parent.mkdir(exist_ok=True)
+    garbage.write_bytes(b"this is not a database at all" * 100)
+    try:
+        assert_user_error(invoke("-w", served_ws.root, "serve", "--port", str(free_port())),
+                          f"{garbage}: damaged file (not a studio database", "move it aside")
+    finally:
+        if backup is None:
+            garbage.unlink()
+        else:
+            garbage.write_bytes(backup)

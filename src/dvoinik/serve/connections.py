@@ -6,7 +6,8 @@ descriptor for ever, and a few hundred of them stop the server answering anyone.
 `dvoinik serve` runs uvicorn's h11 protocol with three additions (`[serve]` settings):
 
 - a request's head must arrive within `header_timeout` seconds of the connection opening
-  (or of the last response on a kept-alive connection): else "408 Request Timeout" and close;
+  (or of the last response on a kept-alive connection): else "408 Request Timeout" (to a
+  client that began one; a silent connection is just closed) and close;
 - its body within `body_timeout` seconds of the head;
 - at most `max_connections` connections are open; one more is closed as soon as it opens
   (and uvicorn's `limit_concurrency` answers requests beyond it with 503).
@@ -49,6 +50,7 @@ class GuardedH11Protocol(H11Protocol):
         self._arm(self.header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        self._started = True
         super().data_received(data)
         state = self.conn.their_state
         if state is h11.SEND_BODY and self._waiting_for != "body":
@@ -59,6 +61,7 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
+            self._started = False
             self._arm(self.header_timeout)  # the next request on this connection has its own deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -68,6 +71,7 @@ class GuardedH11Protocol(H11Protocol):
     # ------------------------------------------------------------------ deadlines
 
     _waiting_for = ""
+    _started = False  # a byte of the awaited request has come (a silent connection is closed without a word)
 
     def _arm(self, seconds: float, what: str = "head") -> None:
         self._disarm()
@@ -86,7 +90,8 @@ class GuardedH11Protocol(H11Protocol):
             return
         state = self.conn.their_state
         if state is h11.IDLE or state is h11.SEND_BODY:
-            if self.cycle is None or not self.cycle.response_started:
+            # (While the head is awaited, any cycle is the last request's, long answered.)
+            if self._started and (state is h11.IDLE or not self.cycle.response_started):
                 self.transport.write(REQUEST_TIMEOUT)
             log.warning("closed a connection from %s: its request's %s did not arrive in time",
                         self.client[0] if self.client else "?", self._waiting_for or "head")

@@ -1180,6 +1180,18 @@ async function createBlindTest(event) {
   }
 }
 
+/** Close a test for good: no more answers; the results (and which passage was whose) are shown. */
+async function closeBlindTest(test) {
+  if (!confirm(t('blind.close.confirm', { title: test.title }))) return;
+  try {
+    await api(`/studio/api/blind-tests/${test.id}/close`, { method: 'POST' });
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  await refreshBlindTests();
+}
+
 async function deleteBlindTest(test) {
   if (!confirm(t('blind.delete.confirm', { title: test.title }))) return;
   try {
@@ -1216,10 +1228,21 @@ function renderBlindTests() {
         el('span', { class: 'muted small' }, `${formatTime(test.created_at)} · ${t('blind.items', { count, n: count })}`)),
       el('p', { class: 'blind-link-row' },
         el('a', { href: link, target: '_blank', rel: 'noopener', dataset: { testid: 'blind-link' } }, link), ' ', copyButton),
-      blindResults(test.results),
+      test.status === 'closed' ? blindResults(test.results) : blindOpen(test),
       el('button', { type: 'button', class: 'link danger', dataset: { testid: 'blind-delete' },
         onclick: () => deleteBlindTest(test) }, t('blind.delete')));
   }));
+}
+
+/** An open test: how many have answered, and the button that closes it (results are sealed until then). */
+function blindOpen(test) {
+  const readers = test.readers ?? 0;
+  return el('div', { class: 'blind-open' },
+    el('p', { class: 'muted small', dataset: { testid: 'blind-readers' } },
+      readers ? t('blind.readers', { count: readers, n: readers }) : t('blind.noAnswers')),
+    el('p', { class: 'hint' }, t('blind.sealed')),
+    el('button', { type: 'button', dataset: { testid: 'blind-close' }, disabled: readers === 0,
+      onclick: () => closeBlindTest(test) }, t('blind.close')));
 }
 
 function blindResults(results) {
