@@ -96,11 +96,13 @@ def uvicorn_config(server: Server, host: str, port: int, log_level: str = "info"
     from dvoinik.serve.connections import guarded_protocol, throttle_logs
 
     settings = server.settings
-    throttle_logs()
-    return uvicorn.Config(create_app(server), host=host, port=port, log_level=log_level, lifespan="on",
-                          http=guarded_protocol(settings.header_timeout, settings.body_timeout, settings.max_connections),
-                          limit_concurrency=settings.max_connections, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                          timeout_graceful_shutdown=5)
+    config = uvicorn.Config(create_app(server), host=host, port=port, log_level=log_level, lifespan="on",
+                            http=guarded_protocol(settings.header_timeout, settings.body_timeout,
+                                                  settings.max_connections),
+                            limit_concurrency=settings.max_connections + 1, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                            timeout_graceful_shutdown=5)
+    throttle_logs()  # after the Config: it sets uvicorn's loggers up anew
+    return config
 
 
 def run_server(server: Server, port: int | None = None, log_level: str = "info") -> None:

@@ -7,8 +7,10 @@
       resume/rng-<rank>.pt                torch and CUDA generators and the data sampler, per process
 
 A checkpoint is written as `.checkpoint-<step>.tmp` and renamed when every file is on
-disk, so a folder named `checkpoint-<step>` is always complete; leftovers of a killed
-save are removed when the run starts or resumes. Older checkpoints are removed (by
+disk, so a folder named `checkpoint-<step>` is complete when written; leftovers of a killed
+save (or of one that found the disk full) are removed. A checkpoint damaged later (a
+delete stopped half-way, a file cut short) is passed over by `--resume`, which goes back to
+the newest whole one (`resumable_checkpoint`). Older checkpoints are removed (by
 renaming them aside first) when a keep-last policy is set.
 """
 
@@ -27,9 +29,10 @@ from dvoinik.faults import disk_full, is_disk_full
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 RESUME_DIR = "resume"
 STATE_FILE = "state.pt"
-ACCELERATE_STATE_DIR = "accelerate"
+ACCELERATE_STATE_DIR = "accelerate"  # FSDP / DeepSpeed: their sharded states, saved by Accelerate
+# What a full disk's message suggests freeing.
 FREE_CHECKPOINT_SPACE = "older checkpoints of this and other runs, or set [train] keep_last; then " \
-    "`dvoinik train --resume` continues from the last complete checkpoint"  # FSDP / DeepSpeed: their sharded states, saved by Accelerate
+    "`dvoinik train --resume` continues from the last complete checkpoint"
 
 
 @dataclass(frozen=True)

@@ -321,7 +321,9 @@ async function save({ keepalive = false, held = false } = {}) {
       }
       writeDraft();
       if (error instanceof ApiError && (error.offline || error.status >= 500)) {
-        setSaveState('offline');
+        // A full disk (507) says where and how much is free; the draft waits, and is retried, either way.
+        if (error.status === 507) setSaveState('error', error.message);
+        else setSaveState('offline');
         const delay = RETRY_SAVE_MS[Math.min(state.retries, RETRY_SAVE_MS.length - 1)];
         state.retries += 1;
         clearTimeout(state.retryTimer);
