@@ -203,6 +203,8 @@ def test_a_blind_test_is_created_taken_and_scored(served) -> None:
     token_path = test["url"][len(str(studio.base_url).rstrip("/")):]
     page = studio.get(token_path)
     assert page.status_code == 200 and "<html" in page.text.lower()
+    # The reader's page may fetch its own test only, not the studio's API.
+    assert f"connect-src {test['url']}/;" in page.headers["content-security-policy"]
     shown = studio.get(token_path + "/api").json()
     assert shown["closed"] is False and shown["results"] is None
     assert all("truth" not in item for item in shown["items"])

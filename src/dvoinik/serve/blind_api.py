@@ -21,7 +21,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from dvoinik.runs import RunError, find_run, run_token_set
 from dvoinik.serve import blind
-from dvoinik.serve.app import STATIC, Server, server_of
+from dvoinik.serve.app import SECURITY_HEADERS, STATIC, Server, server_of
 from dvoinik.serve.compat import RequestModel
 from dvoinik.serve.engine import Job
 from dvoinik.serve.store import BlindAnswer, BlindTest, NotFound, TooMany, iso
@@ -159,8 +159,11 @@ def delete_test(request: Request, test_id: RowId) -> Response:
 
 @router.get("/blind/{token}", include_in_schema=False)
 def reader_page(request: Request, token: str) -> FileResponse:
-    _test(server_of(request), token=token)
-    return FileResponse(STATIC / "blind.html", headers={"Cache-Control": "no-cache"})
+    test = _test(server_of(request), token=token)
+    # The reader's page may talk to its own test only: not a way into the studio's API, even for a script in it.
+    own = str(request.base_url).rstrip("/") + f"/blind/{test.token}/"
+    policy = SECURITY_HEADERS["Content-Security-Policy"].replace("connect-src 'self'", f"connect-src {own}")
+    return FileResponse(STATIC / "blind.html", headers={"Cache-Control": "no-cache", "Content-Security-Policy": policy})
 
 
 @router.get("/blind/{token}/api")

@@ -270,9 +270,14 @@ class Store:
         """Open (or create) the database; `exclusive`: refuse if another server holds it (Locked)."""
         lock = None
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            if exclusive:
-                lock = _lock_beside(Path(path))
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                if exclusive:
+                    lock = _lock_beside(Path(path))
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full(Path(path).parent, FREE_STUDIO_SPACE) from None
+                raise
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         try:
             db.row_factory = sqlite3.Row
