@@ -18,7 +18,7 @@ The history is kept as differences: the document's current state is stored whole
 (per text field the replaced span, `[start, removed, inserted]`; other fields old and new
 value). An undo applies the head's difference backwards, a redo the next one forwards: one
 step is one difference, whatever the length of the book, and a novel of 314,000 characters
-with 100 edits takes about 1.3 MB instead of 60. Revisions written by an older version (a
+with 100 edits takes 1.2 MB instead of 57 MB. Revisions written by an older version (a
 whole state each, `revisions.state`) are read as they are.
 
 A database from an older version gains its new columns when it is opened (`ADDED_COLUMNS`).
