@@ -59,8 +59,11 @@ def demo_workspace(folder: Path):
     return run_demo(folder / "demo").workspace
 
 
-def prepare(url: str, settings: dict) -> None:
-    """The document and a blind test with answers, through the studio's API."""
+def prepare(url: str, settings: dict, store) -> None:
+    """The document and a blind test with answers (closed, so that its results show), through the studio's API.
+
+    The simulated readers know the truths from the server's own store: the API keeps them sealed.
+    """
     with httpx.Client(base_url=url, timeout=600) as client:
         doc = client.post("/studio/api/documents", json={"title": "Сенокос", "text": "Косили с утра."}).json()
         client.patch(f"/studio/api/documents/{doc['id']}", json={"text": "Косили с утра, пока не спала роса."})
@@ -74,10 +77,11 @@ def prepare(url: str, settings: dict) -> None:
             return
         test = made.json()
         token = test["url"].rstrip("/").split("/")[-1]
+        items = store.blind_test(test["id"]).items
         rng = random.Random(7)
         for reader, skill in READERS:
             answers = []
-            for item in test["items"]:
+            for item in items:
                 right = rng.random() < skill
                 if item["kind"] == "single":
                     wrong = "double" if item["truth"] == "writer" else "writer"
@@ -85,6 +89,7 @@ def prepare(url: str, settings: dict) -> None:
                     wrong = "b" if item["truth"] == "a" else "a"
                 answers.append({"index": item["index"], "answer": item["truth"] if right else wrong})
             client.post(f"/blind/{token}/api/answers", json={"reader": reader, "answers": answers}).raise_for_status()
+        client.post(f"/studio/api/blind-tests/{test['id']}/close").raise_for_status()
 
 
 def photograph(url: str, out: Path) -> None:
@@ -125,7 +130,7 @@ def main() -> None:
         ws = load_workspace(args.workspace) if args.workspace else demo_workspace(Path(tmp))
         server = open_server(ws, database=Path(tmp) / "studio.sqlite3")
         with serving_in_thread(server) as url:
-            prepare(url, {**SETTINGS, "seed": args.seed})
+            prepare(url, {**SETTINGS, "seed": args.seed}, server.store)
             photograph(url, args.out)
     print(f"wrote {args.out / 'studio-ru.png'} and {args.out / 'studio-en.png'}")
 

@@ -38,3 +38,22 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
     atomic_write_text(target, "a = 2\n")
     assert stat.S_IMODE(target.stat().st_mode) == 0o664
     assert target.read_text(encoding="utf-8") == "a = 2\n"
+
+
+def test_folders_left_by_killed_builds_are_removed_by_the_next(tmp_path):
+    import fcntl
+
+    from dvoinik.atomic import building_folder
+
+    abandoned = tmp_path / ".corpus.0123456789ab.tmp"  # a build killed with -9 left it
+    (abandoned / "half").mkdir(parents=True)
+    running = tmp_path / ".corpus.ba9876543210.tmp"  # a build still running holds its lock
+    running.mkdir()
+    lock = os.open(running, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with building_folder(tmp_path / "corpus") as staging:
+            (staging / "documents.jsonl").write_text("{}\n", encoding="utf-8")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.ba9876543210.tmp", "corpus"]
+    finally:
+        os.close(lock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -335,8 +336,48 @@ def test_corpus_that_cannot_be_written(double: Path, tmp_path: Path, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(build.os, "fsync", fsync)
-    assert_user_error(invoke("corpus"), str(double / "corpus"), "cannot write the corpus", "No space left on device")
+    assert_user_error(invoke("corpus"), f"{double / 'corpus'}: no space left on device", "free some space")
     assert not (double / "corpus").exists()
+
+
+
+def test_file_names_that_are_not_utf8_are_added_read_and_shown_escaped(double: Path, tmp_path: Path) -> None:
+    """cp1251 names unpacked on Linux: a folder of them, one given by itself, one inside a tar."""
+    import io
+    import tarfile
+
+    folder = tmp_path / "cp1251"
+    folder.mkdir()
+    name = "Рассказ".encode("cp1251")  # b"\xd0\xe0\xf1..." : not UTF-8
+    (folder / os.fsdecode(name + b"-1.txt")).write_text(synthetic_prose(1, 8), encoding="utf-8")
+    single = tmp_path / os.fsdecode(name + b"-2.txt")
+    single.write_text(synthetic_prose(2, 8), encoding="utf-8")
+    packed = synthetic_prose(3, 8).encode("utf-8")
+    with tarfile.open(tmp_path / "packed.tar", "w", format=tarfile.GNU_FORMAT, encoding="cp1251") as tar:
+        member = tarfile.TarInfo("Глава.txt")
+        member.size = len(packed)
+        tar.addfile(member, io.BytesIO(packed))
+
+    for path in (folder, single, tmp_path / "packed.tar"):
+        result = invoke("add", path, "--author", "Андреев", "--role", "target")
+        assert result.exit_code == 0, (result.output, result.exception)
+    assert "\\xd0\\xe0" in flat(result.stdout)  # the table shows the name with its bytes escaped
+    text = (double / "dvoinik.toml").read_bytes().decode("utf-8")  # still UTF-8, still TOML
+    assert 'path_bytes = "../%D0%E0%F1%F1%EA%E0%E7-2.txt"' in text
+    assert single.resolve() in {s.path for s in load_workspace(double).sources}
+
+    result = invoke("corpus")
+    assert result.exit_code == 0, (result.output, result.exception)
+    rows = [json.loads(line) for line in (double / "corpus" / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["source"] for r in rows) == ["\\xd0\\xe0\\xf1\\xf1\\xea\\xe0\\xe7-2.txt",
+                                                 "cp1251/\\xd0\\xe0\\xf1\\xf1\\xea\\xe0\\xe7-1.txt",
+                                                 "packed.tar!\\xc3\\xeb\\xe0\\xe2\\xe0.txt"]
+    assert "3 documents (" in flat(result.stdout)
+
+
+def test_a_missing_path_that_is_not_utf8_is_one_line(double: Path, tmp_path: Path) -> None:
+    assert_user_error(invoke("add", tmp_path / os.fsdecode(b"\xcf\xf0.txt"), "--author", "A"),
+                      "\\xcf\\xf0.txt: no such file or folder")
 
 
 # ---------------------------------------------------------------- train and demo

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import stat
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from dvoinik.corpus.build import (
     mix_shares,
     split_by_work,
 )
+from dvoinik.faults import DiskFullError
 from dvoinik.workspace import CorpusSettings, Workspace, add_sources, init_workspace, load_workspace
 
 FIELDS = {"id", "author", "role", "title", "source", "split", "text"}
@@ -609,13 +611,19 @@ def test_a_write_error_is_a_corpus_error(tmp_path: Path, monkeypatch: pytest.Mon
     build_corpus(ws)
     old = (ws.corpus_dir / DOCUMENTS_FILE).read_bytes()
 
+    failure = {"error": OSError(errno.EROFS, "Read-only file system")}
+
     def fsync(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise failure["error"]
 
     monkeypatch.setattr(buildmod.os, "fsync", fsync)
     with pytest.raises(CorpusError) as exc:
         build_corpus(ws)
-    assert str(exc.value) == f"{ws.corpus_dir}: cannot write the corpus: No space left on device"
+    assert str(exc.value) == f"{ws.corpus_dir}: cannot write the corpus: Read-only file system"
+    failure["error"] = OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(DiskFullError) as full:
+        build_corpus(ws)
+    assert str(full.value).startswith(f"{ws.corpus_dir}: no space left on device while writing it (")
     assert (ws.corpus_dir / DOCUMENTS_FILE).read_bytes() == old
     only_corpus_complete(ws.root)
 
@@ -695,3 +703,45 @@ def test_warnings_name_what_weakens_the_corpus() -> None:
     assert warnings[1].startswith("Пустой: no usable text")
     assert corpus_warnings({"Автор": {"role": "target", "train_works": 3, "val_works": 1}}) == []
     assert corpus_warnings({"Учитель": {"role": "influence", **row}})[0].startswith("no target author")
+
+
+def test_workers_end_with_a_killed_build(tmp_path: Path) -> None:
+    """`kill -9` of a build: its worker processes go with it (they used to wait for work for ever)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "build.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from dvoinik.corpus import build\n"
+        "def slow(task):\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(120)\n"
+        "build._read_and_clean = slow  # the workers are forked: they run this one\n"
+        "tasks = [build.FileTask(Path(f'{i}.txt'), f'{i}.txt', 'A', 'target', 'auto', 'ru') for i in range(2)]\n"
+        "build.read_sources(tasks, workers=2)\n", encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(parent.stdout.readline()) for _ in range(2)]
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state != "Z"  # a zombie has ended (nobody has reaped it yet)
+
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not any(alive(pid) for pid in workers)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -400,6 +400,35 @@ def test_decompression_bomb_stops_at_max_bytes(tmp_path: Path) -> None:
     assert not result.texts and "decompression bomb" in result.skipped[0].reason
 
 
+def sparse_tar(real_size: int, name: str = "hole.txt") -> bytes:
+    """A GNU tar whose one member stores 1 byte and unpacks to `real_size` (a sparse file: the rest is a hole).
+
+    tarfile reads sparse members but cannot write them, so the header is patched by hand.
+    """
+    info = tarfile.TarInfo(name)
+    info.size = 1
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:410] = tarfile.itn(0, 12, tarfile.GNU_FORMAT) + tarfile.itn(1, 12, tarfile.GNU_FORMAT)  # data at 0, 1 byte
+    header[483:495] = tarfile.itn(real_size, 12, tarfile.GNU_FORMAT)
+    header[148:156] = b"        "
+    header[148:156] = f"{sum(header[:512]):06o}\0 ".encode()
+    return bytes(header[:512]) + b"a" + b"\0" * 511 + b"\0" * 1024
+
+
+def test_a_sparse_tar_member_is_charged_its_real_size(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.tar"
+    path.write_bytes(sparse_tar(200_000_000))  # 2 KB on disk, 200 MB unpacked
+    assert path.stat().st_size < 3000
+    with tarfile.open(path) as tar:
+        assert tar.getmembers()[0].size == 200_000_000  # what an unpacker would write
+    result = read_file(path, max_bytes=1_000_000)  # refused from its header, before a byte is unpacked
+    assert "decompression bomb" in skipped_reason(result) and result.skipped[0].source == f"{path}!hole.txt"
+    small = tmp_path / "small.tar.gz"  # under the limit, a sparse member is read like any other
+    small.write_bytes(gzip.compress(sparse_tar(5000)))
+    assert "binary" in skipped_reason(read_file(small, max_bytes=1_000_000))
+
+
 def test_archives_nested_too_deep(tmp_path: Path) -> None:
     data = "Дно матрёшки.".encode()
     for _ in range(6):
@@ -514,3 +543,23 @@ def test_fb2_without_prolog_in_cp1251_and_html_in_utf16(tmp_path: Path) -> None:
     page.write_bytes("<html><body><p>Абзац в UTF-16.</p></body></html>".encode("utf-16"))
     t = one(read_file(page))
     assert (t.format, t.text, t.encoding) == ("html", "Абзац в UTF-16.", "utf-16")
+
+
+def test_names_that_are_not_utf8_are_read_and_shown_escaped(tmp_path: Path) -> None:
+    name = os.fsdecode("Ёжик".encode("cp1251") + b".txt")
+    (tmp_path / name).write_text(RU, encoding="utf-8")
+    result = read_file(tmp_path / name)
+    assert one(result).source == f"{tmp_path}/\\xa8\\xe6\\xe8\\xea.txt"  # printable, and it says which bytes
+    tar_path = tmp_path / "names.tar"
+    with tarfile.open(tar_path, "w", format=tarfile.GNU_FORMAT, encoding="cp1251") as tar:
+        info = tarfile.TarInfo("Ёжик.txt")
+        info.size = len(RU.encode())
+        tar.addfile(info, io.BytesIO(RU.encode()))
+    assert one(read_file(tar_path)).source == f"{tar_path}!\\xa8\\xe6\\xe8\\xea.txt"
+    zip_path = tmp_path / "names.zip"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("xxxxxxxx.txt", RU)
+    # The name's UTF-8 bytes without the flag that says so, as many zip tools write them.
+    zip_path.write_bytes(buffer.getvalue().replace(b"xxxxxxxx.txt", "Ёжик.txt".encode()))
+    assert one(read_file(zip_path)).source == f"{zip_path}!Ёжик.txt"

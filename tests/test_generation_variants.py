@@ -171,3 +171,30 @@ def test_style_mix_of_two_lora_runs(tmp_path: Path) -> None:
     train(ws, run="full", overrides={"max_steps": 2})
     with pytest.raises(GenerationError, match="mixes LoRA adapters"):
         load_double(ws, style={"early": 0.5, "full": 0.5})
+
+
+def test_a_stop_string_ends_the_variant_where_it_is_written(memorised) -> None:
+    double, _ = memorised
+    rest = memorised_text()[len(_prompt()):]
+    stop = rest.split()[6]  # a word the memorising model writes a few tokens in
+    decoding = decoding_for("greedy", max_new_tokens=80, stop=("нет такого" * 100, stop))
+    variant = generate(double, _prompt(), decoding).variants[0]
+    assert variant.finish_reason == "stop" and variant.text == rest[: rest.index(stop)]
+    assert variant.new_tokens < 40  # it stopped there, rather than writing 80 tokens and cutting them after
+
+
+def test_stop_strings_are_looked_for_only_where_they_can_end() -> None:
+    import torch
+
+    from dvoinik.generation.streamer import StopStringsCriterion
+
+    class Letters:  # a tokenizer whose token i is the letter chr(1072 + i)
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(1072 + i) for i in ids)
+
+    criterion = StopStringsCriterion(Letters(), ("бвг", "я" * 1000), prompt_length=1)
+    rows = [[0, 0], [0, 1]]
+    for token in (2, 3):  # row 1 spells а|бвг: it stops when г arrives; row 0 never does
+        rows = [rows[0] + [0], rows[1] + [token]]
+        done = criterion(torch.tensor(rows)).tolist()
+    assert done == [False, True]

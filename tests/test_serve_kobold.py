@@ -298,3 +298,30 @@ def test_api_key(workspace):
         # A client learns that it needs a key before it has one, as from KoboldCpp.
         version = httpx.get(url + "/api/extra/version")
         assert version.status_code == 200 and version.json()["protected"] is True
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b'{"prompt": "a\\ud800b"}', "prompt"),
+    (b'{"prompt": "a", "memory": "\\udfff"}', "memory"),
+    (b'{"prompt": "a", "stop_sequence": ["ok", "\\udc80"]}', "stop_sequence"),
+    (b'{"prompt": "a", "genkey": "KCPP\\ud800"}', "genkey"),
+])
+def test_a_lone_surrogate_is_a_422_naming_the_field(client, body, field):
+    answer = client.post("/api/v1/generate", content=body, headers={"Content-Type": "application/json"})
+    detail = answer.json()["detail"]
+    assert answer.status_code == 422 and len(detail) == 1 and next(iter(detail)).startswith(field)
+    # Our words, or pydantic's own for a string with a length limit: either way, the field and no 500.
+    assert "lone surrogate" in str(detail) or "unicode string" in str(detail)
+    counted = client.post("/api/extra/tokencount", content=b'{"prompt": "\\ud83d"}',
+                          headers={"Content-Type": "application/json"})
+    assert counted.status_code == 422 and "prompt" in counted.json()["detail"]
+    paired = client.post("/api/extra/tokencount", content=b'{"prompt": "\\ud83d\\ude00"}',  # a pair is a character
+                         headers={"Content-Type": "application/json"})
+    assert paired.status_code == 200
+
+
+def test_stop_strings_are_bounded_in_total(client):
+    many = client.post("/api/v1/generate", json={"prompt": PROMPT, "max_length": 2,
+                                                  "stop_sequence": ["я" * 990 + str(i) for i in range(64)]})
+    assert many.status_code == 422 and "stop_sequence" in many.json()["detail"]
+    assert "2000" in many.json()["detail"]["stop_sequence"][0]

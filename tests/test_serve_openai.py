@@ -289,3 +289,25 @@ def test_fifty_concurrent_requests_get_answers_or_503_never_a_500(workspace):
         # And it still answers.
         after = httpx.post(url + "/api/v1/generate", json={"prompt": PROMPT, "max_length": 3}, timeout=60)
         assert after.status_code == 200 and after.json()["results"][0]["completion_tokens"] <= 3
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/completions", b'{"prompt": "a\\ud800"}', "prompt"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udc00"}]}', "messages.0.content"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud800"}]}]}',
+     "messages.0.content"),
+    ("/v1/completions", b'{"prompt": "a", "stop": ["\\ud800"]}', "stop"),
+])
+def test_a_lone_surrogate_is_refused_naming_the_field(served, path, body, field):
+    """Refused as every invalid field is here (OpenAI's 400 invalid_request_error), never a 500."""
+    answer = httpx.post(served[0] + path, content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and field in error["message"]
+    assert "lone surrogate" in error["message"] or "unicode string" in error["message"]
+
+
+def test_stop_strings_are_bounded_in_total(served):
+    answer = httpx.post(served[0] + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 2,
+                                                             "stop": ["я" * 990 + str(i) for i in range(64)]})
+    assert answer.status_code == 400 and "stop" in answer.json()["error"]["message"]

@@ -18,10 +18,16 @@ from dvoinik.serve.launch import ServeError, check_binding, open_server
 
 
 @pytest.fixture(scope="module")
-def studio(served_ws, tmp_path_factory: pytest.TempPathFactory):
+def served(served_ws, tmp_path_factory: pytest.TempPathFactory):
+    """(client, server): the studio over the session's double, and the server object behind it."""
     server = open_server(served_ws, database=tmp_path_factory.mktemp("studio") / "studio.sqlite3")
     with running_server(server) as url, httpx.Client(base_url=url, timeout=120) as client:
-        yield client
+        yield client, server
+
+
+@pytest.fixture(scope="module")
+def studio(served) -> httpx.Client:
+    return served[0]
 
 
 def events(response: httpx.Response) -> list[tuple[str, dict]]:
@@ -185,40 +191,81 @@ def test_export_as_text_and_markdown(studio: httpx.Client) -> None:
     assert studio.get(f"/studio/api/documents/{doc['id']}/export", params={"format": "exe"}).status_code == 422
 
 
-def test_a_blind_test_is_created_taken_and_scored(studio: httpx.Client) -> None:
-    test = studio.post("/studio/api/blind-tests", json={"passages": 6, "kind": "both", "seed": 1})
+def test_a_blind_test_is_created_taken_and_scored(served) -> None:
+    studio, server = served
+    test = studio.post("/studio/api/blind-tests", json={"passages": 6, "kind": "both"})
     assert test.status_code == 201, test.text
     test = test.json()
     assert len(test["items"]) >= 2 and test["url"].startswith(str(studio.base_url).rstrip("/") + "/blind/")
+    assert test["status"] == "open" and test["readers"] == 0 and test["results"] is None
+    sealed = json.dumps(studio.get(f"/studio/api/blind-tests/{test['id']}").json())
+    assert "truth" not in json.dumps(test) and "truth" not in sealed and "seed" not in sealed  # not even here
     token_path = test["url"][len(str(studio.base_url).rstrip("/")):]
     page = studio.get(token_path)
     assert page.status_code == 200 and "<html" in page.text.lower()
-    shown = studio.get(token_path + "/api").json()["items"]
-    assert all("truth" not in item for item in shown)
-    for item in shown:  # the double's text is as long as the writer's, in words
+    # The reader's page may fetch its own test only, not the studio's API.
+    assert f"connect-src {test['url']}/;" in page.headers["content-security-policy"]
+    shown = studio.get(token_path + "/api").json()
+    assert shown["closed"] is False and shown["results"] is None
+    assert all("truth" not in item for item in shown["items"])
+    for item in shown["items"]:  # the double's text is as long as the writer's, in words
         if item["kind"] == "pair":
             assert len(item["a"].split()) == len(item["b"].split())
 
-    truth = {item["index"]: item["truth"] for item in test["items"]}
+    stored = server.store.blind_test(test["id"])
+    assert stored.seed is not None  # a random seed of its own, kept on the server
+    truth = {item["index"]: item["truth"] for item in stored.items}
     right = [{"index": i, "answer": t} for i, t in truth.items()]
     partial = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": right[:1]})
     assert partial.status_code == 422 and "answer every item" in partial.json()["detail"]["msg"]
-    scored = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": right}).json()
-    assert scored["score"]["accuracy"] == 1.0 and scored["score"]["ci_high"] == 1.0
-    assert "truth" not in json.dumps(scored) and "items" not in scored  # the answers stay hidden from readers
+    sent = studio.post(token_path + "/api/answers", json={"reader": "  Ира ", "answers": right})
+    assert sent.status_code == 201
+    receipt = sent.json()
+    assert receipt["reader"] == "Ира" and set(receipt) == {"reader", "receipt", "closed"}  # no score to learn from
     again = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": right})
     assert again.status_code == 409  # a reader's first answers are final
+    blank = studio.post(token_path + "/api/answers", json={"reader": "   ", "answers": right})
+    assert blank.status_code == 422 and "reader" in blank.json()["detail"]["msg"]
     wrong = [{"index": i, "answer": {"writer": "double", "double": "writer", "a": "b", "b": "a"}[t]}
              for i, t in truth.items()]
-    studio.post(token_path + "/api/answers", json={"reader": "Олег", "answers": wrong})
-    results = studio.get(f"/studio/api/blind-tests/{test['id']}").json()["results"]
+    assert studio.post(token_path + "/api/answers", json={"reader": "Олег", "answers": wrong}).status_code == 201
+    mine = studio.get(f"{token_path}/api/receipts/{receipt['receipt']}").json()
+    assert mine == {"reader": "Ира", "closed": False, "score": None}  # not until the writer closes the test
+    listed = next(t for t in studio.get("/studio/api/blind-tests").json() if t["id"] == test["id"])
+    assert listed["readers"] == 2 and listed["results"] is None
+
+    closed = studio.post(f"/studio/api/blind-tests/{test['id']}/close").json()
+    assert closed["status"] == "closed" and closed["seed"] == stored.seed
+    assert [item["truth"] for item in closed["items"]] == [item["truth"] for item in stored.items]
+    results = closed["results"]
     assert results["overall"]["accuracy"] == 0.5 and results["overall"]["chance"] == 0.5
     assert [(r["reader"], r["accuracy"]) for r in results["readers"]] == [("Ира", 1.0), ("Олег", 0.0)]
     assert results["overall"]["ci_low"] < 0.5 < results["overall"]["ci_high"]
+    mine = studio.get(f"{token_path}/api/receipts/{receipt['receipt']}").json()
+    assert mine["closed"] is True and mine["score"]["accuracy"] == 1.0 and mine["score"]["ci_high"] == 1.0
+    reader_view = studio.get(token_path + "/api").json()
+    assert reader_view["closed"] is True and reader_view["results"]["overall"]["answers"] == 2 * len(truth)
+    assert "readers" not in reader_view["results"]  # no other reader named
+    late = studio.post(token_path + "/api/answers", json={"reader": "Вера", "answers": right})
+    assert late.status_code == 409 and "closed" in late.json()["detail"]["msg"]
 
     bad = studio.post(token_path + "/api/answers", json={"reader": "Ира", "answers": [{"index": 99, "answer": "a"}]})
-    assert bad.status_code == 422
+    assert bad.status_code in (409, 422)
     assert studio.get("/blind/not-a-token/api").status_code == 404
+    assert studio.get(f"{token_path}/api/receipts/guess").status_code == 404
+
+
+def test_a_blind_test_takes_so_many_readers_from_one_computer(served) -> None:
+    studio, server = served
+    test = server.store.create_blind_test("t", "single", "c", [{"index": 0, "kind": "single", "opening": "a",
+                                                               "text": "b", "truth": "writer"}], seed=1)
+    answer = [{"index": 0, "answer": "writer"}]
+    limit = server.settings.blind_readers_per_address
+    for number in range(limit):
+        assert studio.post(f"/blind/{test.token}/api/answers", json={"reader": f"r{number}", "answers": answer}) \
+            .status_code == 201
+    refused = studio.post(f"/blind/{test.token}/api/answers", json={"reader": "one more", "answers": answer})
+    assert refused.status_code == 429 and "from this computer" in refused.json()["detail"]["msg"]
 
 
 def test_an_api_key_guards_everything_but_the_page_and_a_tests_own_link(served_ws, tmp_path: Path) -> None:
@@ -351,3 +398,88 @@ def test_style_sliders_re_mix_the_loaded_adapters(tmp_path: Path) -> None:
         unknown = client.post(f"/studio/api/documents/{doc['id']}/generate",
                               json={"n": 1, "max_new_tokens": 4, "style": {"other": 1.0}})
         assert unknown.status_code == 422 and "not among the loaded runs" in unknown.json()["detail"]["msg"]
+
+
+@pytest.mark.parametrize(("path", "method", "body", "field"), [
+    ("/studio/api/documents", "POST", b'{"text": "\\ud800"}', "text"),
+    ("DOC", "PATCH", b'{"text": "a\\udfffb"}', "text"),
+    ("DOC", "PATCH", b'{"memory": "\\ud800"}', "memory"),
+    ("DOC", "PATCH", b'{"world_info": [{"keys": ["k"], "content": "\\ud800"}]}', "world_info.0.content"),
+])
+def test_a_lone_surrogate_is_a_422_naming_the_field(studio: httpx.Client, path: str, method: str, body: bytes,
+                                                     field: str) -> None:
+    doc = new_document(studio)
+    url = f"/studio/api/documents/{doc['id']}" if path == "DOC" else path
+    answer = studio.request(method, url, content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["detail"]["msg"].startswith(f"{field}: ")
+    assert "surrogate" in answer.json()["detail"]["msg"] or "unicode" in answer.json()["detail"]["msg"]
+    assert studio.get(f"/studio/api/documents/{doc['id']}").json()["text"] == doc["text"]  # nothing stored
+
+
+def test_choosing_twice_is_choosing_once(studio: httpx.Client) -> None:
+    doc = new_document(studio)
+    done = events(studio.post(f"/studio/api/documents/{doc['id']}/generate", json={"n": 2, "max_new_tokens": 4,
+                                                                                 "seed": 3}))[-1][1]
+    choose = f"/studio/api/generations/{done['generation_id']}/choose"
+    first = studio.post(choose, json={"variant": 1})
+    retried = studio.post(choose, json={"variant": 1})  # the page retried after a lost answer
+    assert first.status_code == retried.status_code == 200 and retried.json() == first.json()
+    assert first.json()["text"] == doc["text"] + done["variants"][1]["text"]  # appended once
+    other = studio.post(choose, json={"variant": 0})
+    assert other.status_code == 409 and "has its choice already" in other.json()["detail"]["msg"]
+    lines = [json.loads(line) for line in studio.get("/studio/api/export/preferences.jsonl").text.splitlines()]
+    mine = [line for line in lines if line["generation_id"] == done["generation_id"]]
+    assert [m["chosen"] for m in mine] == [done["variants"][1]["text"]]  # the export agrees with the text
+
+
+def test_pages_cannot_be_framed_and_load_nothing_from_elsewhere(studio: httpx.Client) -> None:
+    for path in ("/", "/studio/api/info", "/static/studio.js"):
+        headers = studio.get(path).headers
+        assert headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "script-src 'self'" in headers["content-security-policy"] and headers["referrer-policy"] == "no-referrer"
+    assert studio.get("/docs").status_code == 404 and studio.get("/redoc").status_code == 404  # no CDN scripts here
+    assert studio.get("/openapi.json").json()["info"]["title"] == "dvoinik"
+
+
+def test_a_full_disk_answers_507_and_loses_nothing(served, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    studio, server = served
+    doc = new_document(studio, text="Сохранено.")
+    real = server.store._db
+
+    class Full:  # the disk fills up: every write is refused, as SQLite refuses it
+        def execute(self, sql, *args):
+            if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(server.store, "_db", Full())
+    answer = studio.patch(f"/studio/api/documents/{doc['id']}", json={"text": "Сохранено. И ещё."})
+    assert answer.status_code == 507
+    message = answer.json()["detail"]["msg"]
+    assert "no space left on device" in message and str(server.store.path.parent) in message
+    assert studio.post("/studio/api/documents", json={"text": "x"}).status_code == 507
+    monkeypatch.undo()
+    assert studio.get(f"/studio/api/documents/{doc['id']}").json()["text"] == "Сохранено."  # as it was
+    assert studio.patch(f"/studio/api/documents/{doc['id']}", json={"text": "Сохранено. И ещё."}).status_code == 200
+
+
+def test_a_damaged_or_full_studio_database_is_one_line(served_ws, tmp_path: Path, monkeypatch) -> None:
+    from test_cli import assert_user_error, invoke
+
+    garbage = served_ws.root / "studio" / "studio.sqlite3"
+    backup = garbage.read_bytes() if garbage.exists() else None
+    garbage.parent.mkdir(exist_ok=True)
+    garbage.write_bytes(b"this is not a database at all" * 100)
+    try:
+        assert_user_error(invoke("-w", served_ws.root, "serve", "--port", str(free_port())),
+                          f"{garbage}: damaged file (not a studio database", "move it aside")
+    finally:
+        if backup is None:
+            garbage.unlink()
+        else:
+            garbage.write_bytes(backup)

@@ -31,3 +31,36 @@ def test_leftovers_of_killed_saves_and_prunes_are_removed(tmp_path: Path) -> Non
     removed = remove_leftovers(tmp_path)
     assert sorted(p.name for p in removed) == [".checkpoint-2.del", ".checkpoint-8.tmp"]
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-4"]
+
+
+def complete_checkpoint(folder: Path) -> None:
+    """A checkpoint's files, as small as they come: a real safetensors file, config, resume state."""
+    import torch
+    from safetensors.torch import save_file
+
+    (folder / "resume").mkdir(parents=True)
+    save_file({"w": torch.zeros(64)}, folder / "model.safetensors")
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    (folder / "resume" / "state.pt").write_bytes(b"state")
+    (folder / "resume" / "rng-0.pt").write_bytes(b"rng")
+
+
+def test_resume_passes_over_incomplete_checkpoints_to_the_newest_complete_one(tmp_path: Path) -> None:
+    from dvoinik.training.checkpoints import damaged_weights, resumable_checkpoint
+
+    for step in (4, 8, 12, 16):
+        complete_checkpoint(tmp_path / f"checkpoint-{step}")
+    assert resumable_checkpoint(tmp_path) == (list_checkpoints(tmp_path)[-1], [])
+    (tmp_path / "checkpoint-16" / "resume" / "state.pt").unlink()  # a delete stopped half-way
+    weights = tmp_path / "checkpoint-12" / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[:-10])  # cut short
+    (tmp_path / "checkpoint-8" / "model.safetensors").write_bytes(b"\xff" * 100)  # not safetensors at all
+    chosen, notes = resumable_checkpoint(tmp_path)
+    assert chosen.step == 4
+    assert notes == ["checkpoint-16 is incomplete (resume/state.pt is missing); passed over",
+                     f"checkpoint-12 is incomplete (model.safetensors is cut short ({size - 10} of {size} bytes)); "
+                     "passed over",
+                     "checkpoint-8 is incomplete (model.safetensors is cut short, or not safetensors at all (100 bytes)); "
+                     "passed over"]
+    assert damaged_weights(tmp_path / "checkpoint-16") is None  # still fine to generate from

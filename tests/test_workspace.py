@@ -400,3 +400,20 @@ def test_write_settings_keeps_comments(ws: Workspace) -> None:
     with pytest.raises(WorkspaceError, match="max_steps must be 1 or more"):
         wsmod.write_settings(ws, "train", {"max_steps": 0})
     assert load_workspace(ws.root).train.max_steps == 77  # nothing written on a bad value
+
+
+def test_a_path_that_is_not_utf8_is_recorded_byte_for_byte(ws: Workspace, books: Path) -> None:
+    import os
+
+    weird = books / "andreev" / os.fsdecode("Глава 100%".encode("cp1251") + b".txt")
+    weird.write_text("Текст.\n", encoding="utf-8")
+    updated, added = add_sources(ws, [weird], author="Андреев")
+    assert [s.path for s in added] == [weird.resolve()]
+    text = ws.config_path.read_bytes().decode("utf-8")  # TOML is UTF-8: the bytes are %-escaped, "%" too
+    assert 'path_bytes = "../books/andreev/%C3%EB%E0%E2%E0 100%25.txt"' in text
+    assert load_workspace(ws.root) == updated and updated.sources[0].path == weird.resolve()
+    doc = tomlkit.parse(text)
+    doc["sources"][0]["path"] = "../books"
+    ws.config_path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    with pytest.raises(WorkspaceError, match=r"give path \(or, for a name that is not UTF-8, path_bytes\), not both"):
+        load_workspace(ws.root)

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from dvoinik.faults import disk_full, is_disk_full
+
 
 def temporary_sibling(path: Path) -> Path:
     """A fresh hidden name beside `path` (`.NAME.<random>.tmp`) to build it under before a rename."""
@@ -36,8 +38,10 @@ def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc, path.parent):
+            raise disk_full(path) from exc
         raise
 
 
@@ -74,18 +78,70 @@ def building_folder(folder: Path) -> Iterator[Path]:
     The files are flushed to disk before the swap (`replace_folder`). On failure the
     sibling is removed, and a previous folder left aside by an earlier killed swap is put back.
     Not mkdtemp: its folder is private (0700), and the result should get any new folder's mode.
+
+    The sibling is locked (flock) while it is built, and siblings that a killed build left
+    (no process holds their lock) are removed first, so a kill -9 costs disk only until
+    the next build; a build still running elsewhere keeps its own.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_builds(folder)
     staging = temporary_sibling(folder)
     staging.mkdir()
+    owner = _hold(staging)
     try:
-        yield staging
-        fsync_files(staging)
-    except BaseException:
-        restore_previous_folder(folder)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_folder(staging, folder)
+        try:
+            yield staging
+            fsync_files(staging)
+        except BaseException as exc:
+            restore_previous_folder(folder)
+            shutil.rmtree(staging, ignore_errors=True)
+            if is_disk_full(exc, folder.parent):
+                raise disk_full(folder) from exc  # one line, the temporary folder gone, the previous one kept
+            raise
+        replace_folder(staging, folder)
+    finally:
+        if owner is not None:
+            os.close(owner)
+
+
+def _hold(staging: Path) -> int | None:
+    """An exclusive lock on the folder `staging` for as long as the returned descriptor is open (None: no locks here)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: abandoned builds are then left for the user to delete
+        return None
+    fd = os.open(staging, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without flock: build all the same, unprotected
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_abandoned_builds(folder: Path) -> list[Path]:
+    """Remove `.NAME.<random>.tmp` folders beside `folder` whose builder is gone (its lock is free); return them."""
+    try:
+        import fcntl
+    except ImportError:
+        return []
+    removed = []
+    for candidate in folder.parent.glob(f".{folder.name}.*.tmp"):
+        if not candidate.is_dir() or candidate.is_symlink():
+            continue
+        try:
+            fd = os.open(candidate, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live build: OSError, and it stays
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def restore_previous_folder(folder: Path) -> None:

@@ -52,11 +52,13 @@ from dvoinik.evaluation.report import copy_threshold
 from dvoinik.evaluation.stylometry import StyleError, load_or_fit_workspace_model, style_file, style_notes
 from dvoinik.export.build import ExportResult, export_double
 from dvoinik.export.options import ExportError, ExportOptions
+from dvoinik.faults import FileFault
 from dvoinik.generation.check import CheckReport, CopiedSpan, check_file
 from dvoinik.generation.copyindex import CopyIndexError
 from dvoinik.generation.decoding import GenerationError, decoding_for, with_seed
 from dvoinik.generation.double import load_double, parse_style
 from dvoinik.generation.variants import Generation, Variant, generate
+from dvoinik.paths import shown
 from dvoinik.runs import AUTO, RunError
 from dvoinik.serve.launch import ServeError
 from dvoinik.tokens import TokensError
@@ -95,19 +97,20 @@ def _console(stderr: bool = False) -> Console:
 
 def fail(message: str) -> NoReturn:
     """Print one red line "error: MESSAGE" to stderr and exit with code 2."""
-    line = "error: " + " ".join(str(message).split())  # one line, whatever the message holds
+    line = "error: " + " ".join(shown(str(message)).split())  # one line, whatever the message holds (a file name too)
     _console(stderr=True).print(Text(line, style="red"), soft_wrap=True)
     raise typer.Exit(USER_ERROR_EXIT_CODE)
 
 
 def user_errors(*kinds: Any) -> Any:
-    """Decorate a command so that WorkspaceError (and `kinds`) become `fail(message)`.
+    """Decorate a command so that WorkspaceError, FileFault (a damaged file, a full disk) and `kinds` become
+    `fail(message)`.
 
     Use as `@user_errors` or `@user_errors(CorpusError, ...)`, below `@app.command()`.
     """
     if len(kinds) == 1 and callable(kinds[0]) and not isinstance(kinds[0], type):
         return user_errors()(kinds[0])
-    caught = (WorkspaceError, *kinds)
+    caught = (WorkspaceError, FileFault, *kinds)
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -248,7 +251,7 @@ def _sources_table(ws: Workspace) -> Table:
     table.add_column("sections")
     for s in ws.sources:
         table.add_row(
-            Text(ws.stored_path(s)), Text(s.author), s.role, f"{s.weight:g}", s.sections,
+            Text(shown(ws.stored_path(s))), Text(s.author), s.role, f"{s.weight:g}", s.sections,
             style="bold" if s.role == "target" else None,
         )
     return table
@@ -286,7 +289,7 @@ def add(
     added_paths = {s.path for s in added}
     for given in paths:
         if normalize_path(given) not in added_paths:
-            out.print(Text(f"already recorded for {author.strip()}, skipped: {given}", style="yellow"), soft_wrap=True)
+            out.print(Text(f"already recorded for {author.strip()}, skipped: {shown(given)}", style="yellow"), soft_wrap=True)
     if added:
         first = added[0]
         out.print(Text(f"Added {len(added)} source(s) by {first.author} ({first.role}, weight {first.weight:g})"))

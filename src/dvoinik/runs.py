@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dvoinik.faults import read_json
 from dvoinik.tokens import TokenSet, load_token_set, recorded_tokenizer
 from dvoinik.training.checkpoints import list_checkpoints
 from dvoinik.training.models import is_builtin
@@ -72,10 +73,11 @@ def find_run(ws: Workspace, name: str | None = None) -> Run:
 
 def recommended_checkpoint(run: Run) -> str | None:
     """The checkpoint name the run's evaluation recommends, if it has been evaluated."""
-    try:
-        return json.loads(run.report_path.read_text(encoding="utf-8")).get("recommended")
-    except (OSError, ValueError):
+    if not run.report_path.is_file():
         return None
+    report = read_json(run.report_path, f"rebuild it with `dvoinik evaluate --run {run.name}`")
+    best = report.get("recommended") if isinstance(report, dict) else None
+    return best if isinstance(best, str) else None
 
 
 def resolve_checkpoint(run: Run, which: str = AUTO) -> Path:

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from dvoinik.atomic import building_folder, restore_previous_folder
-from dvoinik.corpus.build import DOCUMENTS_FILE, REPORT_JSON, Document
+from dvoinik.corpus.build import DOCUMENTS_FILE, REPORT_JSON, Document, iter_documents, load_report
+from dvoinik.faults import REBUILD_CORPUS, damaged
 
 META_FILE = "meta.json"
 TOKENIZER_DIR = "tokenizer"
@@ -190,13 +191,6 @@ def corpus_fingerprint(corpus_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def iter_documents(corpus_dir: Path) -> Iterator[Document]:
-    with open(corpus_dir / DOCUMENTS_FILE, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield Document(**json.loads(line))
-
-
 def check_corpus(corpus_dir: Path) -> None:
     if not (corpus_dir / DOCUMENTS_FILE).is_file() or not (corpus_dir / REPORT_JSON).is_file():
         raise TokensError(f"{corpus_dir}: no corpus built yet; run `dvoinik corpus` first")
@@ -204,13 +198,16 @@ def check_corpus(corpus_dir: Path) -> None:
 
 def _author_table(corpus_dir: Path) -> tuple[list[dict], int]:
     """From report.json: authors in mix order (target first) with role and weight, and the corpus's characters."""
-    report = json.loads((corpus_dir / REPORT_JSON).read_text(encoding="utf-8"))
-    authors = report.get("authors", {})
-    roles = {name: info.get("role", "influence") for name, info in authors.items()}
-    mix = report.get("mix", {})
-    names = sorted(mix, key=lambda a: (roles.get(a) != "target", a))
-    table = [{"name": a, "role": roles.get(a, "influence"), "weight": float(mix[a]["weight"])} for a in names]
-    return table, sum(info.get("train_chars", 0) + info.get("val_chars", 0) for info in authors.values())
+    report = load_report(corpus_dir)
+    authors, mix = report["authors"], report["mix"]
+    try:
+        roles = {name: info.get("role", "influence") for name, info in authors.items()}
+        names = sorted(mix, key=lambda a: (roles.get(a) != "target", a))
+        table = [{"name": a, "role": roles.get(a, "influence"), "weight": float(mix[a]["weight"])} for a in names]
+        return table, sum(info.get("train_chars", 0) + info.get("val_chars", 0) for info in authors.values())
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise damaged(corpus_dir / REPORT_JSON, "its authors or mix are not what `dvoinik corpus` writes",
+                      REBUILD_CORPUS) from None
 
 
 # ---------------------------------------------------------------- the stage

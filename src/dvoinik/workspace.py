@@ -33,6 +33,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Array, Whitespace
 
 from dvoinik.atomic import atomic_write_text
+from dvoinik.paths import escaped_path, is_clean, shown, unescaped_path
 
 CONFIG_NAME = "dvoinik.toml"
 ROLES = ("target", "influence")
@@ -42,7 +43,7 @@ DEFAULT_LANGUAGE = "ru"
 
 _DOUBLE_KEYS = ("name", "language")
 S = TypeVar("S")
-_SOURCE_KEYS = ("path", "author", "role", "weight", "sections")
+_SOURCE_KEYS = ("path", "path_bytes", "author", "role", "weight", "sections")
 
 
 class WorkspaceError(Exception):
@@ -197,6 +198,16 @@ class ServeSettings:
                                       "length the model was trained on", lambda v: v >= 0, "0 or more")
     max_text_chars: int = _setting(2_000_000, "the longest text a request may send (a document, a prompt)",
                                    lambda v: v >= 1000, "1000 or more")
+    max_connections: int = _setting(100, "open connections at most; more are closed at once (and requests beyond "
+                                         "it get 503)", lambda v: 2 <= v <= 100_000, "between 2 and 100000")
+    header_timeout: float = _setting(10.0, "seconds a client has to send a request's headers (slow clients are cut "
+                                           "off)", lambda v: 0 < v <= 3600, "above 0 and at most 3600")
+    body_timeout: float = _setting(60.0, "seconds a client has to send a request's body", lambda v: 0 < v <= 3600,
+                                   "above 0 and at most 3600")
+    blind_readers: int = _setting(500, "readers one blind test takes at most", lambda v: v >= 1, "1 or more")
+    blind_readers_per_address: int = _setting(
+        20, "readers one blind test takes from one network address (one computer, or one network behind a router)",
+        lambda v: v >= 1, "1 or more")
 
 
 @dataclass(frozen=True)
@@ -465,13 +476,18 @@ def _parse_source(config: Path, root: Path, index: int, table: Any) -> Source:
     if not isinstance(table, dict):
         raise WorkspaceError(f"{where}: each source must be a table, got {table!r}")
     _check_unknown(where, table, _SOURCE_KEYS)
-    for key in ("path", "author"):
-        if key not in table:
-            raise WorkspaceError(f"{where}: missing {key}")
-    raw_path = _check_type(where, "path", table["path"], str)
+    if ("path" in table) == ("path_bytes" in table):
+        raise WorkspaceError(f"{where}: give path (or, for a name that is not UTF-8, path_bytes), not "
+                             f"{'both' if 'path' in table else 'neither'}")
+    if "author" not in table:
+        raise WorkspaceError(f"{where}: missing author")
+    key = "path" if "path" in table else "path_bytes"
+    raw_path = _check_type(where, key, table[key], str)
     if not raw_path.strip():
-        raise WorkspaceError(f"{where}: path must not be empty")
-    where = f"{where} ({raw_path})"
+        raise WorkspaceError(f"{where}: {key} must not be empty")
+    if key == "path_bytes":  # the name's bytes, the undecodable ones %-escaped (see dvoinik.paths)
+        raw_path = os.fspath(unescaped_path(raw_path))
+    where = f"{where} ({shown(raw_path)})"
     author = _check_type(where, "author", table["author"], str).strip()
     if not author:
         raise WorkspaceError(f"{where}: author must not be empty")
@@ -659,11 +675,11 @@ def add_sources(
     for given in paths:
         path = normalize_path(given)
         if not path.exists():
-            raise WorkspaceError(f"{given}: no such file or folder")
+            raise WorkspaceError(f"{shown(given)}: no such file or folder")
         for other in others:
             if path == other.path or path.is_relative_to(other.path) or other.path.is_relative_to(path):
                 raise WorkspaceError(
-                    f"{given}: overlaps {stored_path(current.root, other.path)}, already recorded for "
+                    f"{shown(given)}: overlaps {shown(stored_path(current.root, other.path))}, already recorded for "
                     f"author {other.author!r}; each text has one author"
                 )
         if path in seen:
@@ -676,8 +692,13 @@ def add_sources(
     doc = _read_document(config)
     entries = doc.get("sources")
     for source in added:
+        recorded_path = stored_path(current.root, source.path)
+        # TOML holds Unicode only: a name that is not UTF-8 is recorded byte for byte, %-escaped.
+        where = {"path": recorded_path} if is_clean(recorded_path) else {
+            "path_bytes": tomlkit.item(escaped_path(recorded_path)).comment(
+                f"not UTF-8: {shown(recorded_path)} (bytes %-escaped)")}
         item = {
-            "path": stored_path(current.root, source.path),
+            **where,
             "author": source.author,
             "role": source.role,
             "weight": source.weight,

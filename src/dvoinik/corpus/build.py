@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from dvoinik.atomic import building_folder
@@ -28,6 +31,8 @@ from dvoinik.corpus.dedup import (
 )
 from dvoinik.corpus.readers import list_source_files, read_file
 from dvoinik.corpus.report import render_markdown
+from dvoinik.faults import REBUILD_CORPUS, damaged, read_json, read_json_lines
+from dvoinik.paths import shown
 from dvoinik.workspace import CorpusSettings, Source, Workspace
 
 DOCUMENTS_FILE = "documents.jsonl"
@@ -97,7 +102,7 @@ class BuildResult:
 
 def _read_and_clean(task: FileTask) -> FileOutcome:
     result = read_file(task.path, sections=task.sections)
-    prefix = str(task.path)
+    prefix = shown(task.path)  # how read_file names its sources
 
     def relabel(source: str) -> str:
         return task.label + source[len(prefix):] if source.startswith(prefix) else source
@@ -140,12 +145,12 @@ def read_text_file(path: Path, language: str) -> str:
     result = read_file(path)
     if not result.texts:
         reason = result.skipped[0].reason if result.skipped else "no text found"
-        raise CorpusError(f"{path}: {reason}")
+        raise CorpusError(f"{shown(path)}: {reason}")
     works = [clean_text(raw.text, structured=raw.structured, author_hint=raw.author, title_hint=raw.title,
                         language=language).text for raw in result.texts]
     text = "\n\n".join(w for w in works if w.strip())
     if not text.strip():
-        raise CorpusError(f"{path}: no text left after cleaning")
+        raise CorpusError(f"{shown(path)}: no text left after cleaning")
     return text
 
 
@@ -164,7 +169,7 @@ def collect_tasks(sources: Iterable[Source], language: str) -> list[FileTask]:
     for source in sources:
         base = source.path.parent
         for path in list_source_files(source.path):
-            label = os.path.relpath(path, base)
+            label = shown(os.path.relpath(path, base))  # a name that is not UTF-8 shown as \xNN
             tasks.append(FileTask(path, label, source.author, source.role, source.sections, language))
     return tasks
 
@@ -180,7 +185,7 @@ def read_sources(
             if on_file:
                 on_file(outcomes[-1])
         return outcomes
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with worker_pool(workers) as pool:
         # Largest files first keeps both workers busy to the end; results are put back in order.
         order = sorted(range(len(tasks)), key=lambda i: -_size(tasks[i].path))
         futures = {i: pool.submit(_read_and_clean, tasks[i]) for i in order}
@@ -190,6 +195,42 @@ def read_sources(
             if on_file:
                 on_file(results[i])
     return [results[i] for i in range(len(tasks))]
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes that end with the one that started them: a killed build leaves no workers behind.
+
+    (A worker of a plain pool waits on its task pipe for ever once its parent is killed.)
+    """
+    return ProcessPoolExecutor(max_workers=workers, initializer=end_with_parent, initargs=(os.getpid(),))
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent(parent: int) -> None:
+    """Worker initializer: on Linux the kernel kills this process when its parent dies (prctl PR_SET_PDEATHSIG);
+    elsewhere a thread watches for the parent to go."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            _watch_parent(parent)
+    else:
+        _watch_parent(parent)
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dvoinik-parent-watch", daemon=True).start()
 
 
 def _size(path: Path) -> int:
@@ -366,7 +407,7 @@ def build_corpus(
         "workspace": ws.name,
         "settings": asdict(settings),
         "sources": [
-            {"path": str(s.path), "author": s.author, "role": s.role, "weight": s.weight, "sections": s.sections}
+            {"path": shown(s.path), "author": s.author, "role": s.role, "weight": s.weight, "sections": s.sections}
             for s in ws.sources
         ],
         "files": {
@@ -514,6 +555,28 @@ def write_corpus(corpus_dir: Path, documents: list[Document], report: dict) -> N
 
 def load_documents(corpus_dir: Path) -> list[Document]:
     """Read documents.jsonl back (the next stages start here)."""
+    return list(iter_documents(corpus_dir))
+
+
+def iter_documents(corpus_dir: Path) -> Iterator[Document]:
+    """The documents of documents.jsonl one by one; DamagedFileError (one line, naming the line) when one is not."""
     path = corpus_dir / DOCUMENTS_FILE
-    with open(path, encoding="utf-8") as handle:
-        return [Document(**json.loads(line)) for line in handle if line.strip()]
+    names = [f.name for f in fields(Document)]
+    for number, value in read_json_lines(path, REBUILD_CORPUS):
+        if not isinstance(value, dict) or set(value) != set(names) or \
+                not all(isinstance(value[name], str) for name in names):
+            missing = [n for n in names if not isinstance(value, dict) or n not in value]
+            problem = f"fields missing: {', '.join(missing)}" if missing and isinstance(value, dict) else \
+                "not a document (an object with the fields " + ", ".join(names) + ", all text)"
+            raise damaged(path, f"line {number}: {problem}", REBUILD_CORPUS)
+        yield Document(**value)
+
+
+def load_report(corpus_dir: Path) -> dict:
+    """report.json of the corpus; DamagedFileError when it is not the object `build_corpus` writes."""
+    path = corpus_dir / REPORT_JSON
+    report = read_json(path, REBUILD_CORPUS)
+    if not isinstance(report, dict) or not isinstance(report.get("authors"), dict) or \
+            not isinstance(report.get("mix"), dict):
+        raise damaged(path, "not a corpus report (no authors and mix)", REBUILD_CORPUS)
+    return report

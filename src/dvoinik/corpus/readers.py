@@ -39,6 +39,8 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from dvoinik.paths import shown
+
 SECTIONS = ("auto", "works", "chapters")
 
 MAX_ARCHIVE_DEPTH = 3  # an outer archive plus up to 3 nested ones
@@ -203,8 +205,12 @@ def _file_kind(mode: int) -> str:
 
 
 def read_file(path: Path, *, sections: str = "auto", max_bytes: int = 512 * 1024 * 1024) -> ReadResult:
-    """Read one file (or archive) into texts; never raises for bad input."""
-    source = str(path)
+    """Read one file (or archive) into texts; never raises for bad input.
+
+    Sources are named by `paths.shown(path)`: a file name that is not UTF-8 (and a member's
+    inside an archive) is shown with its undecodable bytes as `\\xNN`, never raising.
+    """
+    source = shown(path)
     result = ReadResult()
     if sections not in SECTIONS:
         raise ValueError(f"sections must be one of {SECTIONS}, not {sections!r}")  # a caller bug, not bad input
@@ -370,7 +376,7 @@ def _read_zip(data: bytes, source: str, depth: int, sections: str, budget: _Budg
         res.skipped.append(Skipped(source, "zip archive has no files"))
         return
     for info in members:
-        member_source = f"{source}!{info.filename}"
+        member_source = f"{source}!{_zip_member_name(info)}"
         try:
             inner = _zip_read(zf, info, budget)
         except _LimitExceeded as e:
@@ -382,6 +388,16 @@ def _read_zip(data: bytes, source: str, depth: int, sections: str, budget: _Budg
         _dispatch(inner, posixpath.basename(info.filename), member_source, depth + 1, sections, budget, res)
 
 
+def _zip_member_name(info: zipfile.ZipInfo) -> str:
+    """A member's name as written: zip tools often store UTF-8 without setting the flag that says so."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return info.filename  # the format's own cp437: wrong letters, perhaps, but printable
+
+
 def _zip_mimetype(zf: zipfile.ZipFile, names: set[str]) -> str | None:
     if "mimetype" not in names:
         return None
@@ -391,8 +407,19 @@ def _zip_mimetype(zf: zipfile.ZipFile, names: set[str]) -> str | None:
         return None
 
 
+def _tar_read(tf: tarfile.TarFile, member: tarfile.TarInfo, budget: _Budget) -> bytes:
+    """A member's bytes, charged to the budget before and while they are read.
+
+    `member.size` is the size the member unpacks to: for a sparse member (holes recorded,
+    not stored) it can be gigabytes in a tar of a few kilobytes, so the tar's own size says nothing.
+    """
+    if member.size > budget.left:
+        budget.take(member.size)  # raises: the header already says it is too big
+    stream = tf.extractfile(member)
+    return _read_limited(stream, budget) if stream is not None else b""
+
+
 def _read_tar(data: bytes, source: str, depth: int, sections: str, budget: _Budget, res: ReadResult) -> None:
-    # The tar bytes are already in memory (and charged), so members cost nothing more.
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
             members = [m for m in tf.getmembers() if m.isfile() and not _hidden_member(m.name)]
@@ -400,10 +427,12 @@ def _read_tar(data: bytes, source: str, depth: int, sections: str, budget: _Budg
                 res.skipped.append(Skipped(source, "tar archive has no files"))
                 return
             for m in members:
-                member_source = f"{source}!{m.name}"
+                member_source = f"{source}!{shown(m.name)}"  # tarfile keeps undecodable bytes as surrogates
                 try:
-                    f = tf.extractfile(m)
-                    inner = f.read() if f is not None else b""
+                    inner = _tar_read(tf, m, budget)
+                except _LimitExceeded as e:
+                    res.skipped.append(Skipped(member_source, str(e)))
+                    return  # the budget is spent for the whole file
                 except Exception as e:
                     res.skipped.append(Skipped(member_source, f"corrupt tar member: {_one_line(e)}"))
                     continue

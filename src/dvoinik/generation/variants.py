@@ -19,7 +19,7 @@ from dvoinik.generation.copyindex import CopyIndex
 from dvoinik.generation.decoding import Decoding, GenerationError, logits_processors
 from dvoinik.generation.double import Double
 from dvoinik.generation.guard import originality_guard
-from dvoinik.generation.streamer import VariantStreamer, cut_at_stop, decode_continuation
+from dvoinik.generation.streamer import StopStringsCriterion, VariantStreamer, cut_at_stop, decode_continuation
 from dvoinik.generation.wordindex import WordIndex
 from dvoinik.tokens import added_prefix
 
@@ -175,7 +175,7 @@ def sample_ids(
         output = fast_decoding.sample(  # generate's sampling loop on a static cache, the same processors
             double.model, batch, logits_processors(decoding, guard_processor), do_sample=decoding.do_sample,
             max_new_tokens=decoding.max_new_tokens, eos_token_id=double.eos_id, pad_token_id=double.eos_id,
-            stopping_criteria=_stopping(should_stop, decoding.stop, double.tokenizer), streamer=streamer,
+            stopping_criteria=_stopping(should_stop, double.tokenizer, decoding.stop, batch.shape[1]), streamer=streamer,
             min_new_tokens=min_new_tokens,
         )
         return _cut_rows(double, output[:, prompts.shape[1]:].tolist())
@@ -184,9 +184,9 @@ def sample_ids(
             input_ids=batch, attention_mask=torch.ones_like(batch),
             do_sample=decoding.do_sample, num_beams=decoding.num_beams, num_return_sequences=n if beams else 1,
             max_new_tokens=decoding.max_new_tokens, logits_processor=logits_processors(decoding, guard_processor),
-            stop_strings=list(decoding.stop) or None, tokenizer=double.tokenizer if decoding.stop else None,
             pad_token_id=double.eos_id, eos_token_id=double.eos_id, streamer=streamer,
-            stopping_criteria=_stopping(should_stop), min_new_tokens=min_new_tokens or None, **neutral,
+            stopping_criteria=_stopping(should_stop, double.tokenizer, decoding.stop, batch.shape[1]),
+            min_new_tokens=min_new_tokens or None, **neutral,
         )
     return _cut_rows(double, output[:, prompts.shape[1]:].tolist())
 
@@ -200,12 +200,12 @@ def _cut_rows(double: Double, generated: list[list[int]]) -> list[list[int]]:
     return rows
 
 
-def _stopping(should_stop: Callable[[], bool] | None, stop: tuple[str, ...] = (), tokenizer: Any = None) -> Any:
-    """A transformers stopping criterion that ends every row once `should_stop()` is True (and, given `stop`,
-    a row that ends in a stop string, as `generate(stop_strings=...)` adds)."""
-    from transformers import StoppingCriteria, StoppingCriteriaList, StopStringCriteria
+def _stopping(should_stop: Callable[[], bool] | None, tokenizer: Any = None, stop: tuple[str, ...] = (),
+              prompt_length: int = 0) -> Any:
+    """Transformers stopping criteria: a row ends at a stop string; every row once `should_stop()` is True."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
-    criteria = StoppingCriteriaList([StopStringCriteria(tokenizer, list(stop))] if stop else [])
+    criteria = StoppingCriteriaList([StopStringsCriterion(tokenizer, stop, prompt_length)] if stop else [])
     if should_stop is None:
         return criteria or None
 

@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dvoinik.faults import DiskFullError, FileFault
 from dvoinik.generation.decoding import GenerationError
 from dvoinik.serve.engine import Aborted, Busy, Engine
 from dvoinik.serve.store import Conflict, Store
@@ -41,6 +42,17 @@ OPEN_PATHS = ("/", "/favicon.ico", "/healthz", "/api/extra/version")
 OPEN_PREFIXES = ("/static/", "/blind/")  # the page and its files; a blind test's own link carries its token
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# On every response. The pages run their own scripts and styles only, and no other site may frame them
+# (a framed studio could be clicked through by the page around it); a blind test's link never leaks as a Referer.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 
 
 @dataclass
@@ -166,7 +178,9 @@ def create_app(server: Server) -> FastAPI:
         server.engine.stop()
         server.store.close()
 
-    app = FastAPI(title="dvoinik", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No Swagger UI or ReDoc: they load scripts from a CDN into the origin that holds the API key.
+    # The API's description stays at /openapi.json, for any OpenAPI viewer.
+    app = FastAPI(title="dvoinik", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
     # JSON may spell each Cyrillic letter as \uXXXX (6 bytes): room for the longest text so written, and more.
     app.add_middleware(BodyLimit, limit=6 * server.settings.max_text_chars + (1 << 20))
@@ -183,6 +197,13 @@ def create_app(server: Server) -> FastAPI:
                                            "authentication_error"), status_code=401)
         return await call_next(request)
 
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy) -> JSONResponse:
         message = "Server is busy; please try again later."
@@ -196,6 +217,13 @@ def create_app(server: Server) -> FastAPI:
     @app.exception_handler(Conflict)
     async def conflict(request: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse(error_body(request.url.path, 409, str(exc), "conflict"), status_code=409)
+
+    @app.exception_handler(FileFault)
+    async def file_fault(request: Request, exc: FileFault) -> JSONResponse:
+        # A full disk: 507, and nothing of the request was written (the page keeps its draft and retries).
+        status = 507 if isinstance(exc, DiskFullError) else 500
+        return JSONResponse(error_body(request.url.path, status, str(exc), "insufficient_storage" if status == 507
+                                       else "server_error"), status_code=status)
 
     @app.exception_handler(Aborted)
     async def aborted(request: Request, exc: Aborted) -> JSONResponse:

@@ -3,16 +3,51 @@ Decoding, the server's [serve] limits, copy scores."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, field_validator
 
 from dvoinik.generation.decoding import PRESET_VALUES, Decoding, decoding_for, random_seed
 from dvoinik.generation.variants import Variant
 from dvoinik.serve.app import Server
 
 MAX_STOP_STRINGS = 64
+# Every stop string is looked for after every token: their total length, not only their number, is bounded.
+MAX_STOP_CHARS = 2000
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in a request value (strings, and lists and dicts of them), or None.
+
+    JSON may spell one (`"\\ud800"`) and Python decodes it, but it is not text: the database,
+    the tokenizer and the response's UTF-8 would each fail on it later, as a 500.
+    """
+    if isinstance(value, str):
+        match = _SURROGATE.search(value)
+        return match.group() if match else None
+    if isinstance(value, (list, tuple)):
+        return next((found for item in value if (found := lone_surrogate(item))), None)
+    if isinstance(value, dict):
+        return next((found for pair in value.items() if (found := lone_surrogate(list(pair)))), None)
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class RequestModel(BaseModel):
+    """The base of every request body of the three APIs: no text field holds a lone surrogate (422 naming it)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _whole_characters(cls, value: Any) -> Any:
+        found = lone_surrogate(value)
+        if found is not None:
+            raise ValueError(f"holds a lone surrogate (\\u{ord(found):04x}), which is not a character; send text")
+        return value
 
 
 def client_decoding(server: Server, temperature: float | None, max_new_tokens: int, seed: int | None,
@@ -51,6 +86,13 @@ def check_new_tokens(server: Server, max_new_tokens: int, name: str) -> None:
     if max_new_tokens > server.settings.max_new_tokens:
         raise invalid(name, f"this server writes at most {server.settings.max_new_tokens} tokens per request "
                             "([serve] max_new_tokens)")
+
+
+def check_stops(stop: tuple[str, ...], name: str) -> None:
+    total = sum(len(s) for s in stop)
+    if total > MAX_STOP_CHARS:
+        raise invalid(name, f"the stop strings are {total} characters together; this server takes at most "
+                            f"{MAX_STOP_CHARS}")
 
 
 def check_text(server: Server, chars: int, name: str) -> None:

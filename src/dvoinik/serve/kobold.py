@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from dvoinik import __version__
@@ -32,7 +32,9 @@ from dvoinik.generation.variants import Generation, Variant
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.compat import (
     MAX_STOP_STRINGS,
+    RequestModel,
     check_new_tokens,
+    check_stops,
     check_text,
     check_variants,
     client_decoding,
@@ -51,7 +53,7 @@ Probability = Annotated[float, Field(gt=0, le=1)]
 Stop = Annotated[str, Field(max_length=1000)]
 
 
-class GenerateInput(BaseModel):
+class GenerateInput(RequestModel):
     """KoboldAI's generation request. Unknown fields are accepted and ignored, as KoboldCpp does."""
 
     model_config = ConfigDict(extra="ignore")
@@ -93,7 +95,7 @@ class GenerateInput(BaseModel):
         return value
 
 
-class TokenCountInput(BaseModel):
+class TokenCountInput(RequestModel):
     model_config = ConfigDict(extra="ignore")
 
     prompt: str
@@ -200,6 +202,7 @@ async def _start(request: Request, body: GenerateInput) -> tuple[Server, Decodin
         raise invalid("max_context_length", f"must be more than max_length ({body.max_length}): the prompt needs "
                                             "room too")
     stop = tuple(body.stop_sequence or ()) + (("\n",) if body.singleline else ())
+    check_stops(stop, "stop_sequence")
     seed = None if body.sampler_seed in (None, -1) else body.sampler_seed
     decoding = client_decoding(server, body.temperature, body.max_length, seed, stop, top_p=body.top_p,
                                top_k=body.top_k, typical_p=body.typical, min_p=body.min_p,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dvoinik.generation.double import load_double
 from dvoinik.runs import AUTO
@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # FastAPI is imported when a server is built, not when the CL
     from dvoinik.serve.app import Server
 
 DATABASE = Path("studio") / "studio.sqlite3"
+KEEP_ALIVE_SECONDS = 5  # an idle kept-alive connection is closed after this (uvicorn's default, said aloud)
 
 
 class ServeError(Exception):
@@ -86,14 +87,29 @@ def check_port(host: str, port: int) -> None:
                 from None
 
 
+def uvicorn_config(server: Server, host: str, port: int, log_level: str = "info") -> Any:
+    """uvicorn's settings for `server`: its app, with the deadlines and the connection cap of [serve]
+    (serve/connections.py), and a log that a flood cannot grow by megabytes a second."""
+    import uvicorn
+
+    from dvoinik.serve.app import create_app
+    from dvoinik.serve.connections import guarded_protocol, throttle_logs
+
+    settings = server.settings
+    config = uvicorn.Config(create_app(server), host=host, port=port, log_level=log_level, lifespan="on",
+                            http=guarded_protocol(settings.header_timeout, settings.body_timeout,
+                                                  settings.max_connections),
+                            limit_concurrency=settings.max_connections + 1, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                            timeout_graceful_shutdown=5)
+    throttle_logs()  # after the Config: it sets uvicorn's loggers up anew
+    return config
+
+
 def run_server(server: Server, port: int | None = None, log_level: str = "info") -> None:
     """Serve until interrupted (Ctrl+C stops the model's work and closes the database cleanly)."""
     import uvicorn
 
-    from dvoinik.serve.app import create_app
-
-    uvicorn.run(create_app(server), host=server.settings.host, port=port or server.settings.port, log_level=log_level,
-                timeout_graceful_shutdown=5)
+    uvicorn.Server(uvicorn_config(server, server.settings.host, port or server.settings.port, log_level)).run()
 
 
 @contextmanager
@@ -108,13 +124,10 @@ def serving_in_thread(server: Server, host: str = "127.0.0.1", start_seconds: fl
 
     import uvicorn
 
-    from dvoinik.serve.app import create_app
-
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.bind((host, 0))
         port = probe.getsockname()[1]
-    instance = uvicorn.Server(uvicorn.Config(create_app(server), host=host, port=port, log_level="warning",
-                                             lifespan="on"))
+    instance = uvicorn.Server(uvicorn_config(server, host, port, log_level="warning"))
     thread = threading.Thread(target=instance.run, name="dvoinik-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_seconds

@@ -22,14 +22,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from dvoinik.generation.decoding import Decoding
 from dvoinik.generation.variants import Generation
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.compat import (
     MAX_STOP_STRINGS,
+    RequestModel,
     check_new_tokens,
+    check_stops,
     check_text,
     check_variants,
     client_decoding,
@@ -46,13 +48,13 @@ Stop = Annotated[str, Field(max_length=1000)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestModel):
     model_config = ConfigDict(extra="ignore")
 
     include_usage: bool = False
 
 
-class Sampling(BaseModel):
+class Sampling(RequestModel):
     """What completions and chat completions share. Unknown fields are ignored (clients send many)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -103,14 +105,14 @@ class CompletionInput(Sampling):
     best_of: Annotated[int, Field(ge=1)] | None = None
 
 
-class TextPart(BaseModel):
+class TextPart(RequestModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["text"]
     text: str
 
 
-class Message(BaseModel):
+class Message(RequestModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
@@ -158,6 +160,7 @@ def _decoding(server: Server, body: Sampling, max_new_tokens: int, text_chars: i
     check_variants(server, body.n, "n")
     check_new_tokens(server, max_new_tokens, "max_tokens")
     check_text(server, text_chars, "prompt")
+    check_stops(body.stops(), "stop")
     return client_decoding(server, body.temperature, max_new_tokens, body.seed, body.stops(), top_p=body.top_p,
                            top_k=body.top_k, min_p=body.min_p, typical_p=body.typical_p,
                            repetition_penalty=body.repetition_penalty)

@@ -12,6 +12,16 @@ redo move `head`; a new change after an undo drops the revisions ahead of it, as
 editor does. Edits arriving less than `FOLD_SECONDS` apart fold into one revision, so
 autosave while typing makes one undo step, not one per keystroke; a step stops folding
 after `FOLD_SPAN_SECONDS`, so an undo never takes back more than about a minute of typing.
+
+The history is kept as differences: the document's current state is stored whole (in
+`documents.current`), and each revision stores only what changed from the one before it
+(per text field the replaced span, `[start, removed, inserted]`; other fields old and new
+value). An undo applies the head's difference backwards, a redo the next one forwards: one
+step is one difference, whatever the length of the book, and a novel of 314,000 characters
+with 100 edits takes 1.2 MB instead of 57 MB. Revisions written by an older version (a
+whole state each, `revisions.state`) are read as they are.
+
+A database from an older version gains its new columns when it is opened (`ADDED_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -23,14 +33,17 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dvoinik.faults import DiskFullError, damaged, disk_full, is_disk_full
+
 FOLD_SECONDS = 5.0  # edits this close together are one undo step...
 FOLD_SPAN_SECONDS = 60.0  # ...until the step is this old: an hour of steady typing is not one step
 DEFAULT_NOTE_DEPTH = 3
+FREE_STUDIO_SPACE = "the studio keeps the writer's texts there; nothing unsaved is lost: the page keeps it as a draft"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -80,6 +93,14 @@ CREATE TABLE IF NOT EXISTS blind_tests (
     items TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blind_readers (
+    id INTEGER PRIMARY KEY,
+    test_id INTEGER NOT NULL REFERENCES blind_tests(id) ON DELETE CASCADE,
+    reader TEXT NOT NULL,
+    receipt TEXT NOT NULL UNIQUE,  -- the reader's proof of who they are, to see their score when the test closes
+    address TEXT NOT NULL,  -- where the answers came from (the per-address limit)
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blind_answers (
     id INTEGER PRIMARY KEY,
     test_id INTEGER NOT NULL REFERENCES blind_tests(id) ON DELETE CASCADE,
@@ -90,6 +111,16 @@ CREATE TABLE IF NOT EXISTS blind_answers (
     created_at REAL NOT NULL
 );
 """
+
+
+# Columns added after the first release, with their types: added to an older database when it is opened.
+ADDED_COLUMNS = (
+    ("documents", "current", "TEXT"),  # the state at head, whole (NULL: read the head revision's state)
+    ("revisions", "delta", "TEXT"),  # the difference from the revision before (NULL: `state` holds the whole state)
+    ("generations", "chosen_at", "REAL"),  # when the writer chose (or discarded): a choice is made once
+    ("blind_tests", "seed", "INTEGER"),  # the random seed that shuffled it (the writer's to see, never a reader's)
+    ("blind_tests", "closed_at", "REAL"),  # when the writer closed it: no more answers, scores shown to readers
+)
 
 
 class NotFound(Exception):
@@ -106,6 +137,10 @@ class Locked(Exception):
 
 class Conflict(Exception):
     """The document changed since the caller read it; or a reader answers a blind test a second time."""
+
+
+class TooMany(Exception):
+    """A limit on a blind test's readers is reached (answered with 429)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +231,12 @@ class BlindTest:
     checkpoint: str
     items: list  # each with its truth
     created_at: float
+    seed: int | None = None
+    closed_at: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
 
 
 @dataclass(frozen=True)
@@ -217,35 +258,51 @@ def iso(seconds: float) -> str:
 class Store:
     """One connection, used under a lock (requests come from several threads)."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path | None = None) -> None:
         self._db = connection
         self._lock = threading.RLock()
         self._lock_file: Any = None
         self.id = ""
+        self.path = path
 
     @staticmethod
     def open(path: Path | str, exclusive: bool = False) -> Store:
         """Open (or create) the database; `exclusive`: refuse if another server holds it (Locked)."""
         lock = None
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            if exclusive:
-                lock = _lock_beside(Path(path))
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                if exclusive:
+                    lock = _lock_beside(Path(path))
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full(Path(path).parent, FREE_STUDIO_SPACE) from None
+                raise
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
-        store = Store(db)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            _add_columns(db)
+            store = Store(db, Path(path) if str(path) != ":memory:" else None)
+            with store._transaction() as tx:
+                # A server killed mid-generation left these.
+                tx.execute("UPDATE generations SET status = 'interrupted' WHERE status = 'running'")
+                # The database's own id: the page keys its drafts by it, so two workspaces served on one port never mix.
+                tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", (secrets.token_hex(8),))
+                store.id = tx.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
+        except (sqlite3.DatabaseError, DiskFullError) as exc:
+            db.close()
+            if lock is not None:
+                lock.close()
+            if isinstance(exc, DiskFullError) or is_disk_full(exc):
+                raise disk_full(Path(path).parent, FREE_STUDIO_SPACE) from None
+            raise damaged(path, f"not a studio database: {exc}", "move it aside (nothing else reads it) and "
+                                "`dvoinik serve` starts a new, empty studio") from None
         store._lock_file = lock
-        with store._transaction() as tx:
-            # A server killed mid-generation left these.
-            tx.execute("UPDATE generations SET status = 'interrupted' WHERE status = 'running'")
-            # The database's own id: the page keys its drafts by it, so two workspaces served on one port never mix.
-            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", (secrets.token_hex(8),))
-            store.id = tx.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
         return store
 
     def close(self) -> None:
@@ -256,14 +313,17 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One committed transaction; on a full disk, DiskFullError (and nothing of it written)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and is_disk_full(exc):
+                    raise disk_full(self.path.parent if self.path else Path("."), FREE_STUDIO_SPACE) from exc
                 raise
 
     # ---------------------------------------------------------------- documents
@@ -271,18 +331,21 @@ class Store:
     def create_document(self, title: str, state: DocumentState = DocumentState(), settings: dict | None = None) -> Document:
         now = time.time()
         with self._transaction() as tx:
-            cursor = tx.execute("INSERT INTO documents (title, settings, head, created_at, updated_at) VALUES (?, ?, 1, ?, ?)",
-                                (title, json.dumps(settings or {}, ensure_ascii=False), now, now))
+            cursor = tx.execute("INSERT INTO documents (title, settings, head, created_at, updated_at, current) "
+                                "VALUES (?, ?, 1, ?, ?, ?)",
+                                (title, json.dumps(settings or {}, ensure_ascii=False), now, now, _dump(state)))
             doc_id = int(cursor.lastrowid)
-            tx.execute("INSERT INTO revisions (document_id, number, kind, state, created_at, updated_at) "
-                       "VALUES (?, 1, 'create', ?, ?, ?)", (doc_id, _dump(state), now, now))
+            # The first revision needs no difference: nothing comes before it to undo to.
+            tx.execute("INSERT INTO revisions (document_id, number, kind, state, delta, created_at, updated_at) "
+                       "VALUES (?, 1, 'create', '', '{}', ?, ?)", (doc_id, now, now))
         return self.document(doc_id)
 
     def documents(self) -> list[dict]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT d.id, d.title, d.updated_at, r.state FROM documents d JOIN revisions r "
-                "ON r.document_id = d.id AND r.number = d.head ORDER BY d.updated_at DESC, d.id DESC").fetchall()
+                "SELECT d.id, d.title, d.updated_at, COALESCE(d.current, r.state) AS state FROM documents d "
+                "JOIN revisions r ON r.document_id = d.id AND r.number = d.head "
+                "ORDER BY d.updated_at DESC, d.id DESC").fetchall()
         return [{"id": r["id"], "title": r["title"], "chars": len(json.loads(r["state"]).get("text", "")),
                  "updated_at": iso(r["updated_at"])} for r in rows]
 
@@ -291,10 +354,9 @@ class Store:
             row = self._db.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no document {doc_id}")
-            state = self._db.execute("SELECT state FROM revisions WHERE document_id = ? AND number = ?",
-                                     (doc_id, row["head"])).fetchone()["state"]
+            state = _current(self._db, row)
             last = self._db.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
-        return Document(row["id"], row["title"], DocumentState.from_json(json.loads(state)), json.loads(row["settings"]),
+        return Document(row["id"], row["title"], DocumentState.from_json(state), json.loads(row["settings"]),
                         row["head"], last, row["created_at"], row["updated_at"], row["version"])
 
     def update_document(self, doc_id: int, *, title: str | None = None, settings: dict | None = None,
@@ -307,52 +369,64 @@ class Store:
         (Versions move on with every change of the content, folded edits included; revisions
         count undo steps.)
         """
-        now = time.time()
         with self._transaction() as tx:
-            row = tx.execute("SELECT head, version FROM documents WHERE id = ?", (doc_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no document {doc_id}")
-            head = row["head"]
-            if state is not None and base_version is not None and base_version != row["version"]:
-                raise Conflict(f"document {doc_id} is at version {row['version']}, not {base_version}: it was "
-                               "changed elsewhere (another tab, an undo); reload it")
-            if title is not None:
-                tx.execute("UPDATE documents SET title = ? WHERE id = ?", (title, doc_id))
-            if settings is not None:
-                tx.execute("UPDATE documents SET settings = ? WHERE id = ?", (json.dumps(settings, ensure_ascii=False), doc_id))
-            if state is not None:
-                current = tx.execute("SELECT kind, state, created_at, updated_at FROM revisions "
-                                     "WHERE document_id = ? AND number = ?", (doc_id, head)).fetchone()
-                if DocumentState.from_json(json.loads(current["state"])) != state:
-                    tx.execute("UPDATE documents SET version = version + 1 WHERE id = ?", (doc_id,))
-                    newest = tx.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
-                    fold = kind == "edit" and current["kind"] == "edit" and head == newest and \
-                        now - current["updated_at"] < FOLD_SECONDS and now - current["created_at"] < FOLD_SPAN_SECONDS
-                    if fold:
-                        tx.execute("UPDATE revisions SET state = ?, updated_at = ? WHERE document_id = ? AND number = ?",
-                                   (_dump(state), now, doc_id, head))
-                    else:
-                        tx.execute("DELETE FROM revisions WHERE document_id = ? AND number > ?", (doc_id, head))
-                        tx.execute("INSERT INTO revisions (document_id, number, kind, state, created_at, updated_at) "
-                                   "VALUES (?, ?, ?, ?, ?, ?)", (doc_id, head + 1, kind, _dump(state), now, now))
-                        tx.execute("UPDATE documents SET head = ? WHERE id = ?", (head + 1, doc_id))
-            tx.execute("UPDATE documents SET updated_at = ? WHERE id = ?", (now, doc_id))
+            self._update(tx, doc_id, title, settings, state, kind, base_version)
         return self.document(doc_id)
 
+    def _update(self, tx: sqlite3.Connection, doc_id: int, title: str | None, settings: dict | None,
+                state: DocumentState | None, kind: str, base_version: int | None) -> None:
+        now = time.time()
+        row = tx.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no document {doc_id}")
+        head = row["head"]
+        if state is not None and base_version is not None and base_version != row["version"]:
+            raise Conflict(f"document {doc_id} is at version {row['version']}, not {base_version}: it was "
+                           "changed elsewhere (another tab, an undo); reload it")
+        if title is not None:
+            tx.execute("UPDATE documents SET title = ? WHERE id = ?", (title, doc_id))
+        if settings is not None:
+            tx.execute("UPDATE documents SET settings = ? WHERE id = ?", (json.dumps(settings, ensure_ascii=False), doc_id))
+        if state is not None:
+            current = _current(tx, row)
+            new = state.to_json()
+            if DocumentState.from_json(current) != state:
+                revision = tx.execute("SELECT kind, created_at, updated_at FROM revisions "
+                                      "WHERE document_id = ? AND number = ?", (doc_id, head)).fetchone()
+                newest = tx.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
+                fold = kind == "edit" and revision["kind"] == "edit" and head == newest and \
+                    now - revision["updated_at"] < FOLD_SECONDS and now - revision["created_at"] < FOLD_SPAN_SECONDS
+                if fold:  # the head's difference now leads from the revision before it to the new state
+                    before = _state_at(tx, doc_id, head - 1, head, current)
+                    tx.execute("UPDATE revisions SET state = '', delta = ?, updated_at = ? "
+                               "WHERE document_id = ? AND number = ?",
+                               (json.dumps(state_delta(before, new), ensure_ascii=False), now, doc_id, head))
+                else:
+                    tx.execute("DELETE FROM revisions WHERE document_id = ? AND number > ?", (doc_id, head))
+                    tx.execute("INSERT INTO revisions (document_id, number, kind, state, delta, created_at, updated_at) "
+                               "VALUES (?, ?, ?, '', ?, ?, ?)",
+                               (doc_id, head + 1, kind, json.dumps(state_delta(current, new), ensure_ascii=False),
+                                now, now))
+                    head += 1
+                tx.execute("UPDATE documents SET head = ?, current = ?, version = version + 1 WHERE id = ?",
+                           (head, json.dumps(new, ensure_ascii=False), doc_id))
+        tx.execute("UPDATE documents SET updated_at = ? WHERE id = ?", (now, doc_id))
+
     def step(self, doc_id: int, direction: int) -> Document:
-        """Undo (-1) or redo (+1)."""
+        """Undo (-1) or redo (+1): one difference applied to the current state."""
         with self._transaction() as tx:
-            row = tx.execute("SELECT head FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            row = tx.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no document {doc_id}")
             newest = tx.execute("SELECT MAX(number) FROM revisions WHERE document_id = ?", (doc_id,)).fetchone()[0]
             target = row["head"] + direction
             if not 1 <= target <= newest:
                 raise NothingToDo("nothing to undo" if direction < 0 else "nothing to redo")
+            state = _state_at(tx, doc_id, target, row["head"], _current(tx, row))
             # The revision undone to must not fold the next keystrokes into itself.
             tx.execute("UPDATE revisions SET updated_at = 0 WHERE document_id = ? AND number = ?", (doc_id, target))
-            tx.execute("UPDATE documents SET head = ?, version = version + 1, updated_at = ? WHERE id = ?",
-                       (target, time.time(), doc_id))
+            tx.execute("UPDATE documents SET head = ?, current = ?, version = version + 1, updated_at = ? WHERE id = ?",
+                       (target, json.dumps(state, ensure_ascii=False), time.time(), doc_id))
         return self.document(doc_id)
 
     def delete_document(self, doc_id: int) -> None:
@@ -381,8 +455,39 @@ class Store:
 
     def log_choice(self, generation_id: str, chosen: int | None, chosen_text: str | None) -> None:
         with self._transaction() as tx:
-            tx.execute("UPDATE generations SET chosen = ?, chosen_text = ? WHERE id = ?",
-                       (chosen, chosen_text, generation_id))
+            tx.execute("UPDATE generations SET chosen = ?, chosen_text = ?, chosen_at = ? WHERE id = ?",
+                       (chosen, chosen_text, time.time(), generation_id))
+
+    def choose(self, generation_id: str, chosen: int | None, chosen_text: str | None) -> tuple[Document, bool]:
+        """The writer's pick of a generation's variants (None: all discarded), made once; (document, made now).
+
+        The choice and the text appended to the document are one transaction. The same choice
+        again (a retried request) changes nothing and answers as the first did; another choice
+        of a generation already decided is a Conflict: the log and the text must agree.
+        """
+        with self._transaction() as tx:
+            row = tx.execute("SELECT document_id, chosen, chosen_text, chosen_at FROM generations WHERE id = ?",
+                             (generation_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no generation {generation_id}")
+            if row["document_id"] is None:
+                raise NotFound(f"generation {generation_id} belongs to no document")
+            if row["chosen_at"] is not None or row["chosen"] is not None:
+                if (row["chosen"], row["chosen_text"]) != (chosen, chosen_text):
+                    what = f"variant {row['chosen']}" if row["chosen"] is not None else "discarding them all"
+                    raise Conflict(f"generation {generation_id} has its choice already ({what}); undo in the "
+                                   "document to take it back")
+                made = False
+            else:
+                tx.execute("UPDATE generations SET chosen = ?, chosen_text = ?, chosen_at = ? WHERE id = ?",
+                           (chosen, chosen_text, time.time(), generation_id))
+                if chosen is not None:
+                    doc = tx.execute("SELECT * FROM documents WHERE id = ?", (row["document_id"],)).fetchone()
+                    state = DocumentState.from_json(_current(tx, doc))
+                    self._update(tx, doc["id"], None, None, replace(state, text=state.text + (chosen_text or "")),
+                                 "append", None)
+                made = True
+        return self.document(row["document_id"]), made
 
     def generation(self, generation_id: str) -> LoggedGeneration:
         with self._lock:
@@ -405,13 +510,37 @@ class Store:
 
     # ---------------------------------------------------------------- blind tests
 
-    def create_blind_test(self, title: str, kind: str, checkpoint: str, items: list[dict]) -> BlindTest:
+    def create_blind_test(self, title: str, kind: str, checkpoint: str, items: list[dict],
+                          seed: int | None = None) -> BlindTest:
         now, token = time.time(), secrets.token_urlsafe(16)
         with self._transaction() as tx:
-            cursor = tx.execute("INSERT INTO blind_tests (token, title, kind, checkpoint, items, created_at) "
-                                "VALUES (?, ?, ?, ?, ?, ?)",
-                                (token, title, kind, checkpoint, json.dumps(items, ensure_ascii=False), now))
-        return BlindTest(int(cursor.lastrowid), token, title, kind, checkpoint, items, now)
+            cursor = tx.execute("INSERT INTO blind_tests (token, title, kind, checkpoint, items, created_at, seed) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (token, title, kind, checkpoint, json.dumps(items, ensure_ascii=False), now, seed))
+        return BlindTest(int(cursor.lastrowid), token, title, kind, checkpoint, items, now, seed)
+
+    def close_blind_test(self, test_id: int) -> BlindTest:
+        """Close a test for good: no more answers; its scores are shown (to readers too). Closing twice is closing."""
+        with self._transaction() as tx:
+            if tx.execute("UPDATE blind_tests SET closed_at = COALESCE(closed_at, ?) WHERE id = ?",
+                          (time.time(), test_id)).rowcount == 0:
+                raise NotFound(f"no blind test {test_id}")
+        return self.blind_test(test_id)
+
+    def blind_readers(self, test_id: int) -> int:
+        """How many readers have answered."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(DISTINCT reader) FROM blind_answers WHERE test_id = ?",
+                                    (test_id,)).fetchone()[0]
+
+    def blind_receipt(self, test_id: int, receipt: str) -> str:
+        """The reader a receipt was given to (NotFound for any other string)."""
+        with self._lock:
+            row = self._db.execute("SELECT reader FROM blind_readers WHERE test_id = ? AND receipt = ?",
+                                   (test_id, receipt)).fetchone()
+        if row is None:
+            raise NotFound("no such receipt for this test")
+        return row["reader"]
 
     def blind_tests(self) -> list[BlindTest]:
         with self._lock:
@@ -433,16 +562,38 @@ class Store:
             if tx.execute("DELETE FROM blind_tests WHERE id = ?", (test_id,)).rowcount == 0:
                 raise NotFound(f"no blind test {test_id}")
 
-    def add_answers(self, test_id: int, answers: list[BlindAnswer]) -> None:
-        """Record one reader's answers; a reader's first submission is final (Conflict on a second)."""
-        now = time.time()
+    def add_answers(self, test_id: int, answers: list[BlindAnswer], address: str = "",
+                    max_readers: int | None = None, max_per_address: int | None = None) -> str:
+        """Record one reader's answers and return their receipt; a reader's first submission is final.
+
+        Conflict: the name has answered already, or the test is closed. TooMany: the test has
+        `max_readers` readers, or `max_per_address` of them came from `address`.
+        """
+        now, receipt = time.time(), secrets.token_urlsafe(16)
         with self._transaction() as tx:
+            test = tx.execute("SELECT closed_at FROM blind_tests WHERE id = ?", (test_id,)).fetchone()
+            if test is None:
+                raise NotFound(f"no blind test {test_id}")
+            if test["closed_at"] is not None:
+                raise Conflict("this test is closed: its author takes no more answers")
             for reader in {a.reader for a in answers}:
                 if tx.execute("SELECT 1 FROM blind_answers WHERE test_id = ? AND reader = ?", (test_id, reader)).fetchone():
                     raise Conflict(f"{reader!r} has already taken this test; another reader needs another name")
+            readers = tx.execute("SELECT COUNT(DISTINCT reader) FROM blind_answers WHERE test_id = ?",
+                                 (test_id,)).fetchone()[0]
+            if max_readers is not None and readers >= max_readers:
+                raise TooMany(f"this test has its {max_readers} readers already")
+            from_here = tx.execute("SELECT COUNT(*) FROM blind_readers WHERE test_id = ? AND address = ?",
+                                   (test_id, address)).fetchone()[0]
+            if max_per_address is not None and from_here >= max_per_address:
+                raise TooMany(f"{max_per_address} readers have answered this test from this computer already")
+            for reader in {a.reader for a in answers}:
+                tx.execute("INSERT INTO blind_readers (test_id, reader, receipt, address, created_at) "
+                           "VALUES (?, ?, ?, ?, ?)", (test_id, reader, receipt, address, now))
             tx.executemany("INSERT INTO blind_answers (test_id, reader, item, answer, correct, created_at) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
                            [(test_id, a.reader, a.item, a.answer, int(a.correct), now) for a in answers])
+        return receipt
 
     def answers(self, test_id: int) -> list[BlindAnswer]:
         with self._lock:
@@ -473,6 +624,91 @@ def _dump(state: DocumentState) -> str:
     return json.dumps(state.to_json(), ensure_ascii=False)
 
 
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Give a database made by an older version the columns added since (existing rows keep their data)."""
+    for table, column, kind in ADDED_COLUMNS:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _current(db: sqlite3.Connection, document: sqlite3.Row) -> dict:
+    """The state at the document's head: stored whole, or (written by an older version) in the head revision."""
+    if document["current"] is not None:
+        return json.loads(document["current"])
+    row = db.execute("SELECT state FROM revisions WHERE document_id = ? AND number = ?",
+                     (document["id"], document["head"])).fetchone()
+    return json.loads(row["state"])
+
+
+def _state_at(db: sqlite3.Connection, doc_id: int, target: int, head: int, current: dict) -> dict:
+    """The state at revision `target`, one step from `head` (whose state is `current`) or written whole."""
+    row = db.execute("SELECT state, delta FROM revisions WHERE document_id = ? AND number = ?",
+                     (doc_id, target)).fetchone()
+    if row["delta"] is None:  # an older version's revision: the whole state
+        return json.loads(row["state"])
+    if target == head + 1:  # redo: the next revision's difference, forwards
+        return apply_delta(current, json.loads(row["delta"]), forward=True)
+    if target == head - 1:  # undo: the head's difference, backwards
+        step = db.execute("SELECT state, delta FROM revisions WHERE document_id = ? AND number = ?",
+                          (doc_id, head)).fetchone()
+        if step["delta"] is None:
+            raise ValueError(f"document {doc_id}: revision {target} has no state of its own")  # never written so
+        return apply_delta(current, json.loads(step["delta"]), forward=False)
+    raise ValueError("one step at a time")
+
+
+# ---------------------------------------------------------------- differences
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix (binary search over slice comparisons: C speed on a novel)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def splice(old: str, new: str) -> list:
+    """`[start, removed, inserted]`: `new` is `old` with `removed` at `start` replaced by `inserted`."""
+    start = _common_prefix(old, new)
+    rest_old, rest_new = old[start:], new[start:]
+    end = _common_prefix(rest_old[::-1], rest_new[::-1])
+    return [start, rest_old[: len(rest_old) - end], rest_new[: len(rest_new) - end]]
+
+
+def state_delta(old: dict, new: dict) -> dict:
+    """What changed from state `old` to state `new` (both as `DocumentState.to_json` gives them)."""
+    delta: dict[str, Any] = {}
+    for key in new.keys() | old.keys():
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if isinstance(before, str) and isinstance(after, str):
+            delta[key] = splice(before, after)
+        else:
+            delta[key] = {"from": before, "to": after}
+    return delta
+
+
+def apply_delta(state: dict, delta: dict, forward: bool) -> dict:
+    """`state` moved one revision on (`forward`) or back by `delta`."""
+    out = dict(state)
+    for key, change in delta.items():
+        if isinstance(change, list):
+            start, removed, inserted = change
+            old, new = (removed, inserted) if forward else (inserted, removed)
+            text = out.get(key, "")
+            out[key] = text[:start] + new + text[start + len(old):]
+        else:
+            out[key] = change["to"] if forward else change["from"]
+    return out
+
+
 def _logged(row: sqlite3.Row) -> LoggedGeneration:
     return LoggedGeneration(row["id"], row["document_id"], row["source"], row["created_at"], row["status"], row["prompt"],
                             json.loads(row["settings"]), row["seed"], row["checkpoint"], json.loads(row["variants"]),
@@ -481,4 +717,4 @@ def _logged(row: sqlite3.Row) -> LoggedGeneration:
 
 def _blind(row: sqlite3.Row) -> BlindTest:
     return BlindTest(row["id"], row["token"], row["title"], row["kind"], row["checkpoint"], json.loads(row["items"]),
-                     row["created_at"])
+                     row["created_at"], row["seed"], row["closed_at"])

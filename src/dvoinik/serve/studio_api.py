@@ -15,11 +15,11 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as FastAPIPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from dvoinik.generation.decoding import PRESET_VALUES, decoding_for, random_seed
 from dvoinik.serve.app import Server, server_of
-from dvoinik.serve.compat import check_new_tokens, check_variants
+from dvoinik.serve.compat import RequestModel, check_new_tokens, check_variants
 from dvoinik.serve.context import Context, build_context
 from dvoinik.serve.store import Document, DocumentState, NotFound, NothingToDo, WorldInfo
 from dvoinik.serve.streaming import job_stream, sse, submit_logged
@@ -33,7 +33,7 @@ Short = Annotated[str, Field(max_length=20_000)]
 Key = Annotated[str, Field(max_length=200)]
 
 
-class Strict(BaseModel):
+class Strict(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -271,14 +271,10 @@ def choose(request: Request, generation_id: str, body: Choice) -> dict:
     _check_length(server, "text", body.text)
     if body.variant is not None and not 0 <= body.variant < len(entry.variants):
         raise HTTPException(422, f"variant {body.variant}: this generation has {len(entry.variants)}")
-    if body.variant is None:
-        server.store.log_choice(generation_id, None, None)
-        return _found(server.store.document, entry.document_id).to_json()
-    text = body.text if body.text is not None else entry.variants[body.variant]["text"]
-    server.store.log_choice(generation_id, body.variant, text)
-    doc: Document = _found(server.store.document, entry.document_id)
-    state = replace(doc.state, text=doc.state.text + text)
-    return server.store.update_document(doc.id, state=state, kind="append").to_json()
+    text = None if body.variant is None else body.text if body.text is not None else entry.variants[body.variant]["text"]
+    # Made once, with the append in the same transaction: a retried request changes nothing (409 if it differs).
+    doc, _ = _found(server.store.choose, generation_id, body.variant, text)
+    return doc.to_json()
 
 
 @router.get("/generations")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dvoinik.atomic import atomic_write_text
+from dvoinik.faults import disk_full, is_disk_full, read_json
 from dvoinik.runs import RUN_FILE, run_names
 from dvoinik.tokens import TokenSet, prepare_tokens, recorded_tokenizer
 from dvoinik.training import checkpoints as ckpt
@@ -119,7 +120,10 @@ def resolve_settings(ws: Workspace, run_dir: Path, overrides: dict, resume: bool
     """The run's settings: dvoinik.toml [train] for a new run, the run's own record when resuming; then the flags."""
     where = "command-line flags"
     if resume and (run_dir / RUN_FILE).is_file():
-        recorded = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))["settings"]
+        record = read_json(run_dir / RUN_FILE, "its settings are lost: train a new run (--run NAME)")
+        recorded = record.get("settings") if isinstance(record, dict) else None
+        if not isinstance(recorded, dict):
+            raise TrainingError(f"{run_dir / RUN_FILE}: damaged file (no settings); train a new run (--run NAME)")
         try:
             return with_overrides(with_overrides(ws.train, recorded, f"{run_dir / RUN_FILE}"), overrides, where)
         except WorkspaceError as exc:
@@ -271,7 +275,9 @@ def train(
     if main:
         ckpt.remove_leftovers(run_dir)
     accelerator.wait_for_everyone()
-    resume_from = ckpt.latest_checkpoint(run_dir) if resume else None
+    resume_from, passed_over = ckpt.resumable_checkpoint(run_dir) if resume else (None, [])
+    for note in passed_over:  # a half-deleted checkpoint: the previous complete one serves
+        report.warning(f"{note}; resuming from {resume_from.path.name if resume_from else 'step 0'}")
     if resume and resume_from is None:
         report.warning(f"{run_dir} has no complete checkpoint yet: starting it again from step 0")
     # Trained weights are kept in fp32 (mixed precision computes in 16 bits from them): transformers would
@@ -403,6 +409,10 @@ def train(
                 break
     except torch.OutOfMemoryError as exc:
         raise TrainingError(_out_of_memory_message(settings, step + 1, run_dir)) from exc
+    except OSError as exc:  # metrics.jsonl on a full disk (a checkpoint says so itself)
+        if is_disk_full(exc, run_dir):
+            raise disk_full(run_dir, ckpt.FREE_CHECKPOINT_SPACE) from exc
+        raise
     finally:
         metrics.close()
     result.steps = step

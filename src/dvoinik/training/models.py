@@ -221,6 +221,13 @@ def load_checkpoint_model(folder: Path, trainable: bool = False, dtype: Any = No
     """A checkpoint folder as a model: a full model, or its base with the LoRA adapter on top."""
     from transformers import AutoModelForCausalLM
 
+    from dvoinik.faults import damaged
+    from dvoinik.training.checkpoints import damaged_weights
+
+    problem = damaged_weights(folder)
+    if problem is not None:  # one line naming the file, not safetensors' traceback
+        raise damaged(folder, problem, "choose another with --checkpoint, or delete it and `dvoinik train --resume` "
+                                       "writes it again from the one before")
     if is_adapter_folder(folder):
         from peft import PeftModel
 

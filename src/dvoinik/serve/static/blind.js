@@ -1,6 +1,8 @@
-// The reader's page of a blind test: /blind/{token}. One item at a time; at the end the reader
-// sees the score only, never which passages were the writer's, so the same link can go on to the
-// next reader. The token in the address is the only permission it needs (docs/studio-api.md).
+// The reader's page of a blind test: /blind/{token}. One item at a time; the answers are sent
+// for a receipt, and no score comes back while the test is open (a score per submission would let
+// one reader find the answers under several names). When the author closes the test, the page shows
+// the results: every reader's together, and those of the readers who answered on this device (by
+// their receipts). The token in the address is the only permission it needs (docs/studio-api.md).
 
 import { applyI18n, formatP, formatPercent, getLang, onLangChange, setLang, t } from './i18n.js';
 
@@ -9,15 +11,31 @@ const token = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/'
 const base = `/blind/${encodeURIComponent(token)}/api`;
 // Progress survives a reload (a reader who closes the tab by mistake keeps their answers).
 const storageKey = `dvoinik.blind.${token}`;
+// Receipts of the readers who answered on this device: their results, once the test closes.
+const receiptsKey = `dvoinik.blind.${token}.receipts`;
 
 const state = {
   test: null, // {title, items: [{index, kind, opening, text} | {index, kind, opening, a, b}]}
   reader: '',
   answers: {}, // item index -> "writer" | "double" | "a" | "b"
   position: 0,
-  result: null,
+  result: null, // {reader}: sent
   sending: false,
+  yours: [], // closed test: [{reader, score}] of this device's receipts
 };
+
+function receipts() {
+  try {
+    const list = JSON.parse(localStorage.getItem(receiptsKey) ?? '[]');
+    return Array.isArray(list) ? list : [];
+  } catch {
+    return [];
+  }
+}
+
+function keepReceipt(reader, receipt) {
+  localStorage.setItem(receiptsKey, JSON.stringify([...receipts(), { reader, receipt }]));
+}
 
 function remember() {
   const { reader, answers, position, result } = state;
@@ -31,7 +49,7 @@ function recall() {
 }
 
 function show(section) {
-  for (const id of ['intro', 'item', 'review', 'result']) $(`#${id}`).hidden = id !== section;
+  for (const id of ['intro', 'item', 'review', 'result', 'closed']) $(`#${id}`).hidden = id !== section;
 }
 
 function fail(message) {
@@ -63,7 +81,8 @@ function render() {
   if (!state.test) return;
   $('#test-title').textContent = state.test.title || t('reader.name');
   $('#intro-count').textContent = t('reader.count', { count: state.test.items.length, n: state.test.items.length });
-  if (state.result) renderResult();
+  if (state.test.closed) renderClosed();
+  else if (state.result) renderResult();
   else if (!state.reader) show('intro');
   else if (state.position >= state.test.items.length) show('review');
   else renderItem();
@@ -133,6 +152,7 @@ async function submit() {
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ reader: state.reader, answers }),
     });
+    if (response.status === 409 && await closedMeanwhile()) return;
     if (response.status === 409) {
       // Someone of that name has answered already (a reader's answers are final): ask for another
       // name and keep the answers, so they need not be given again.
@@ -148,10 +168,16 @@ async function submit() {
     }
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
-      throw new Error(body?.detail?.msg ?? `${response.status} ${response.statusText}`);
+      const message = body?.detail?.msg ?? `${response.status} ${response.statusText}`;
+      if (response.status === 429) {
+        fail(t('reader.tooMany', { message }));
+        return;
+      }
+      throw new Error(message);
     }
-    const { reader, score } = await response.json();
-    state.result = { reader, score };
+    const { reader, receipt } = await response.json();
+    keepReceipt(reader, receipt);
+    state.result = { reader };
     remember();
     render();
   } catch (error) {
@@ -164,22 +190,65 @@ async function submit() {
 
 function renderResult() {
   show('result');
-  const { score } = state.result;
-  $('#score').textContent = t('reader.score', {
-    correct: score.correct, answers: score.answers, accuracy: formatPercent(score.accuracy),
-  });
-  $('#score-detail').textContent = t('reader.scoreDetail', {
-    low: formatPercent(score.ci_low), high: formatPercent(score.ci_high), chance: formatPercent(score.chance),
-    p: formatP(score.p_value),
-  });
+  $('#received').textContent = t('reader.received', { name: state.result.reader });
+}
+
+/** The author closed the test while this reader was answering: show the results instead. */
+async function closedMeanwhile() {
+  try {
+    const response = await fetch(base);
+    if (!response.ok) return false;
+    const test = await response.json();
+    if (!test.closed) return false;
+    state.test = test;
+    await loadYours();
+    render();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The scores of the readers who answered on this device, by their receipts. */
+async function loadYours() {
+  const found = await Promise.all(receipts().map(async ({ receipt }) => {
+    try {
+      const response = await fetch(`${base}/receipts/${encodeURIComponent(receipt)}`);
+      return response.ok ? await response.json() : null;
+    } catch {
+      return null;
+    }
+  }));
+  state.yours = found.filter((entry) => entry?.score);
+}
+
+function renderClosed() {
+  show('closed');
+  const overall = state.test.results?.overall;
+  $('#all-readers').textContent = overall?.answers
+    ? t('reader.allReaders', {
+      correct: overall.correct, answers: overall.answers, accuracy: formatPercent(overall.accuracy),
+      chance: formatPercent(overall.chance),
+    })
+    : '';
+  $('#yours').replaceChildren(...state.yours.map(({ reader, score }) => {
+    const item = document.createElement('li');
+    item.dataset.testid = 'reader-your-score';
+    item.textContent = `${t('reader.yours', {
+      name: reader, correct: score.correct, answers: score.answers, accuracy: formatPercent(score.accuracy),
+    })} ${t('reader.scoreDetail', {
+      low: formatPercent(score.ci_low), high: formatPercent(score.ci_high), chance: formatPercent(score.chance),
+      p: formatP(score.p_value),
+    })}`;
+    return item;
+  }));
 }
 
 /** The next reader: nothing of the last one stays on the screen, and they need a name of their own. */
 function again() {
   localStorage.removeItem(storageKey);
   Object.assign(state, { reader: '', answers: {}, position: 0, result: null });
-  $('#score').textContent = '';
-  $('#score-detail').textContent = '';
+  $('#received').textContent = '';
   $('#reader-name').value = '';
   clearError();
   render();
@@ -219,6 +288,7 @@ async function start() {
     const response = await fetch(base);
     if (!response.ok) throw new Error(response.status === 404 ? t('reader.notFound') : `${response.status} ${response.statusText}`);
     state.test = await response.json();
+    if (state.test.closed) await loadYours();
   } catch (error) {
     fail(error.message === t('reader.notFound') ? error.message : t('reader.loadFailed', { message: error.message }));
     return;

@@ -15,6 +15,7 @@ function el(tag, attrs = {}, ...children) {
     if (name === 'dataset') Object.assign(node.dataset, value);
     else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
     else if (name === 'class') node.className = value;
+    else if (name === 'style') node.style.cssText = value; // through the CSSOM: the CSP forbids style attributes
     // `value` is a property (a textarea has no such attribute); so are booleans like `checked`.
     else if (name in node && (typeof value !== 'string' || name === 'value')) node[name] = value;
     else node.setAttribute(name, value === true ? '' : value);
@@ -321,7 +322,9 @@ async function save({ keepalive = false, held = false } = {}) {
       }
       writeDraft();
       if (error instanceof ApiError && (error.offline || error.status >= 500)) {
-        setSaveState('offline');
+        // A full disk (507) says where and how much is free; the draft waits, and is retried, either way.
+        if (error.status === 507) setSaveState('error', error.message);
+        else setSaveState('offline');
         const delay = RETRY_SAVE_MS[Math.min(state.retries, RETRY_SAVE_MS.length - 1)];
         state.retries += 1;
         clearTimeout(state.retryTimer);
@@ -1195,6 +1198,18 @@ async function createBlindTest(event) {
   }
 }
 
+/** Close a test for good: no more answers; the results (and which passage was whose) are shown. */
+async function closeBlindTest(test) {
+  if (!confirm(t('blind.close.confirm', { title: test.title }))) return;
+  try {
+    await api(`/studio/api/blind-tests/${test.id}/close`, { method: 'POST' });
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  await refreshBlindTests();
+}
+
 async function deleteBlindTest(test) {
   if (!confirm(t('blind.delete.confirm', { title: test.title }))) return;
   try {
@@ -1231,10 +1246,21 @@ function renderBlindTests() {
         el('span', { class: 'muted small' }, `${formatTime(test.created_at)} · ${t('blind.items', { count, n: count })}`)),
       el('p', { class: 'blind-link-row' },
         el('a', { href: link, target: '_blank', rel: 'noopener', dataset: { testid: 'blind-link' } }, link), ' ', copyButton),
-      blindResults(test.results),
+      test.status === 'closed' ? blindResults(test.results) : blindOpen(test),
       el('button', { type: 'button', class: 'link danger', dataset: { testid: 'blind-delete' },
         onclick: () => deleteBlindTest(test) }, t('blind.delete')));
   }));
+}
+
+/** An open test: how many have answered, and the button that closes it (results are sealed until then). */
+function blindOpen(test) {
+  const readers = test.readers ?? 0;
+  return el('div', { class: 'blind-open' },
+    el('p', { class: 'muted small', dataset: { testid: 'blind-readers' } },
+      readers ? t('blind.readers', { count: readers, n: readers }) : t('blind.noAnswers')),
+    el('p', { class: 'hint' }, t('blind.sealed')),
+    el('button', { type: 'button', dataset: { testid: 'blind-close' }, disabled: readers === 0,
+      onclick: () => closeBlindTest(test) }, t('blind.close')));
 }
 
 function blindResults(results) {
