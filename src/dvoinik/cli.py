@@ -54,6 +54,7 @@ from dvoinik.generation.copyindex import CopyIndexError
 from dvoinik.generation.decoding import GenerationError, decoding_for, with_seed
 from dvoinik.generation.double import load_double, parse_style
 from dvoinik.generation.variants import Generation, Variant, generate
+from dvoinik.generation.voices import describe, parse_voice
 from dvoinik.runs import AUTO, RunError
 from dvoinik.serve.launch import ServeError
 from dvoinik.tokens import TokensError
@@ -425,6 +426,7 @@ def generate_command(
     run: Annotated[str | None, typer.Option("--run", help="The run (default: the latest).")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint-N, best (the evaluation's pick), last; default: best if evaluated, else last.")] = AUTO,
     style: Annotated[str | None, typer.Option("--style", metavar="RUN=W,...", help="Mix the LoRA adapters of several runs by weight.")] = None,
+    voice: Annotated[str | None, typer.Option("--voice", metavar="NAME|A=W,...", help="A run with voices: write in this author's voice, or a mix (A=0.7,B=0.3); default: the target's.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the variants as JSON (text, tokens, finish reason, copy score).")] = False,
     temperature: Annotated[float | None, typer.Option("--temperature")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="0 = off.")] = None,
@@ -458,22 +460,23 @@ def generate_command(
         double = load_double(ws, run, checkpoint, parse_style(style) if style else None,
                              on_progress=lambda message: status.update(message))
     guard_n = settings.guard if guard is None else guard
+    chosen_voice = parse_voice(voice, double.voices) if voice is not None else None
     out = _console()
     if as_json:
         with err.status(f"writing {variants} variant(s) with {double.checkpoint}"):
-            result = generate(double, prompt, decoding, variants, guard_n)
+            result = generate(double, prompt, decoding, variants, guard_n, voice=chosen_voice)
         import json
 
         typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
         return
     if variants == 1 and decoding.num_beams == 1:
         out.print(Text(prompt, style="bold"), end="")
-        result = generate(double, prompt, decoding, 1, guard_n,
+        result = generate(double, prompt, decoding, 1, guard_n, voice=chosen_voice,
                           on_text=lambda _, piece: out.print(Text(piece, style="cyan"), end="", soft_wrap=True))
         out.print()
     else:
         with err.status(f"writing {variants} variants with {double.checkpoint}"):
-            result = generate(double, prompt, decoding, variants, guard_n)
+            result = generate(double, prompt, decoding, variants, guard_n, voice=chosen_voice)
         for number, variant in enumerate(result.variants, start=1):
             out.print(Text.assemble((f"\n{number}. ", "bold"), (prompt, "bold"), (variant.text, "cyan")), soft_wrap=True)
             out.print(Text(f"   {_copy_line(variant)}", style="dim"), soft_wrap=True)
@@ -482,10 +485,80 @@ def generate_command(
 
 def _generation_footer(out: Console, result: Generation) -> None:
     guard = f"guard {result.guard}" if result.guard else "guard off"
-    out.print(Text(f"{result.checkpoint} · preset {result.decoding.preset} · seed {result.decoding.seed} · {guard}",
+    voice = f" · voice {describe(result.voice)}" if result.voice else ""
+    out.print(Text(f"{result.checkpoint}{voice} · preset {result.decoding.preset} · seed {result.decoding.seed} · {guard}",
                    style="dim"), soft_wrap=True)
     if len(result.variants) == 1:
         out.print(Text(_copy_line(result.variants[0]), style="dim"), soft_wrap=True)
+
+
+# ---------------------------------------------------------------- interview
+
+
+@app.command("interview")
+@user_errors(GenerationError, RunError, CopyIndexError, TokensError, ModelError)
+def interview_command(
+    ctx: typer.Context,
+    questions: Annotated[list[str] | None, typer.Option("--question", "-q", help="Ask this (repeatable) and end; without it, questions are read from the terminal (or standard input), one per line, until an empty line.")] = None,
+    frame: Annotated[str | None, typer.Option("--frame", metavar="dialogue|quotes|letter|diary", help="How questions are put; default: [interview] frame (auto: the target author's own dialogue layout).")] = None,
+    voice: Annotated[str | None, typer.Option("--voice", metavar="NAME|A=W,...", help="A run with voices: answer in this voice (default: the target's).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="The run (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint-N, best, last; default: best if evaluated, else last.")] = AUTO,
+    preset: Annotated[str | None, typer.Option("--preset", help="Decoding preset; default: [generate] preset.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the first answer (the next ones count up from it).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens an answer may take; default: [interview] max_new_tokens.")] = None,
+    guard: Annotated[int | None, typer.Option("--guard", metavar="N", help="Never copy N tokens in a row from the training texts; 0 = off.")] = None,
+    save: Annotated[Path | None, typer.Option("--save", metavar="FILE", help="Keep the conversation, in its frame, in FILE (rewritten after every answer).")] = None,
+) -> None:
+    """A conversation with the double: each question in the author's prose frame, each answer cut at its turn's end."""
+    import sys
+    from dataclasses import replace
+
+    from dvoinik.atomic import atomic_write_text
+    from dvoinik.generation.interview import Turn, ask, frame_from_settings, transcript
+    from dvoinik.workspace import with_overrides
+
+    ws = open_workspace(ctx)
+    settings = with_overrides(ws.interview, {"frame": frame} if frame else {}, "--frame")
+    chosen_frame, detection = frame_from_settings(settings, ws.language, ws.corpus_dir)
+    first_seed = with_seed(decoding_for("greedy"), seed).seed
+    decoding = decoding_for(preset or ws.generate.preset,
+                            max_new_tokens=max_new_tokens if max_new_tokens is not None else settings.max_new_tokens)
+    err, out = _console(stderr=True), _console()
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    with err.status("loading the double") as status:
+        double = load_double(ws, run, checkpoint, on_progress=lambda message: status.update(message))
+    chosen_voice = parse_voice(voice, double.voices) if voice is not None else None
+    why = f" (the target's texts: {detection.dash_paragraphs} of {detection.paragraphs} paragraphs open with a " \
+          f"dash, {detection.quote_paragraphs} with a quote)" if detection else ""
+    err.print(Text(f"{double.checkpoint} · frame {chosen_frame.name}{why}"
+                   + (f" · voice {describe(chosen_voice)}" if chosen_voice else ""), style="dim"), soft_wrap=True)
+    interactive = questions is None and sys.stdin.isatty()
+    if interactive:
+        err.print(Text("Ask a question (an empty line ends the interview).", style="dim"))
+    pending = iter(questions) if questions is not None else None
+    turns: list[Turn] = []
+    guard_n = ws.generate.guard if guard is None else guard
+    while True:
+        if pending is not None:
+            question = next(pending, "")
+        else:
+            line = input("? ") if interactive else sys.stdin.readline()
+            question = line.strip()
+        if not question.strip():
+            break
+        out.print(Text(chosen_frame.asked(question).rstrip(" "), style="bold"), end="", soft_wrap=True)
+        answer = ask(double, chosen_frame, turns, question, replace(decoding, seed=first_seed + len(turns)), guard_n,
+                     chosen_voice, on_text=lambda _, piece: out.print(Text(piece, style="cyan"), end="", soft_wrap=True))
+        out.print()
+        out.print(Text(_copy_line(answer.variant), style="dim"), soft_wrap=True)
+        turns.append(Turn(question, answer.text))
+        if save is not None:
+            atomic_write_text(save, transcript(chosen_frame, turns))
+    if save is not None and turns:
+        err.print(Text(f"{len(turns)} turn(s) kept in {save}", style="dim"))
 
 
 # ---------------------------------------------------------------- check
@@ -610,11 +683,31 @@ def evaluate_command(
                   f"{report['ceiling']['longest_span']['mean']:.1f} / {report['ceiling']['longest_span']['max']:.0f}",
                   "", "", style="dim")
     out.print(table)
+    if "voices" in report:
+        _print_voice_matrices(out, report["voices"])
     verdict = f"Recommended: {result.recommended} ({report['reason']})" if result.recommended else \
         f"No recommendation: {report['reason']}"
     out.print(Text(verdict, style="bold green" if result.recommended else "bold red"), soft_wrap=True)
     out.print(Text(f"Rule: {report['rule']}", style="dim"), soft_wrap=True)
     out.print(f"Report: {result.folder / 'report.html'} (and report.json, plots/)")
+
+
+def _print_voice_matrices(out: Console, voices: dict) -> None:
+    """The attribution matrix of a run with voices, beside the same matrix for real held-out text."""
+    from dvoinik.evaluation.voices import AttributionMatrix, matrix_rows
+
+    tables = []
+    for key, title in (("samples", f"Voices of {voices['checkpoint']}: whose text each voice reads like"),
+                       ("real", "Real held-out text: the same measure")):
+        matrix = AttributionMatrix(**voices[key])
+        table = Table("voice" if key == "samples" else "author", *matrix.authors, "texts", title=title,
+                      title_justify="left")
+        for row in matrix_rows(matrix):
+            table.add_row(*row, str(matrix.samples[row[0]]))
+        tables.append(table)
+    from rich.columns import Columns
+
+    out.print(Columns(tables))
 
 
 # ---------------------------------------------------------------- serve

@@ -11,6 +11,7 @@ from dvoinik.generation.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation.decoding import GenerationError
 from dvoinik.runs import AUTO, Run, find_run, resolve_checkpoint, run_token_set
 from dvoinik.training.models import adapter_base, is_adapter_folder, load_base_model, load_checkpoint_model
+from dvoinik.voices import markers_of
 from dvoinik.workspace import Workspace
 
 
@@ -26,6 +27,7 @@ class Double:
     trained_length: int | None = None  # positions it was trained on, when fewer (a built-in model's block size)
     styles: dict[str, str] = field(default_factory=dict)  # a style mix: run name → its adapter's name in the model
     mix: dict[str, float] = field(default_factory=dict)  # the weights of the mix now active
+    voices: dict[str, int] = field(default_factory=dict)  # a run with voices: author -> marker id (target first)
 
     @property
     def eos_id(self) -> int | None:
@@ -38,8 +40,12 @@ def load_checkpoint(folder: Path, index: CopyIndex | None = None, label: str | N
     from transformers import AutoTokenizer
 
     model = _ready(load_checkpoint_model(folder))
-    return Double(model, AutoTokenizer.from_pretrained(folder), label or folder.name, index, _context_length(model),
-                  trained_length)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    voices = markers_of(tokenizer)
+    if voices:  # a marker starts a text; the double never writes one
+        model.generation_config.suppress_tokens = list(voices.values())
+    return Double(model, tokenizer, label or folder.name, index, _context_length(model), trained_length,
+                  voices=voices)
 
 
 def load_double(

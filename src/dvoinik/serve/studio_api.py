@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dvoinik.generation.decoding import PRESET_VALUES, decoding_for, random_seed
 from dvoinik.serve.app import Server, server_of
-from dvoinik.serve.compat import check_new_tokens, check_variants
+from dvoinik.serve.compat import check_new_tokens, check_variants, client_voice
 from dvoinik.serve.context import Context, build_context
 from dvoinik.serve.store import Document, DocumentState, NotFound, NothingToDo, WorldInfo
 from dvoinik.serve.streaming import job_stream, sse, submit_logged
@@ -59,6 +59,7 @@ class Sampler(Strict):
     min_p: Annotated[float, Field(ge=0, lt=1)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     style: Annotated[dict[Key, Annotated[float, Field(ge=0, le=10)]], Field(max_length=20)] | None = None
+    voice: Annotated[dict[Key, Annotated[float, Field(ge=0, le=10)]], Field(max_length=50)] | None = None
 
 
 class DocumentIn(Strict):
@@ -110,6 +111,7 @@ def info(request: Request) -> dict:
                                                "max_new_tokens": min(server.generate.max_new_tokens, server.context_tokens // 2),
                                                "guard": server.generate.guard},
         "styles": list(server.engine.double.styles), "style": server.engine.double.mix, "shareable": not server.loopback, "auth": server.api_key is not None,
+        "voices": list(server.engine.double.voices),
         "blind_tests": server.workspace is not None,
     }
 
@@ -226,6 +228,7 @@ async def generate_variants(request: Request, doc_id: RowId, body: Sampler) -> S
     if unknown:
         raise HTTPException(422, f"style {', '.join(unknown)}: not among the loaded runs "
                                  f"({', '.join(server.engine.double.styles)})")
+    voice = client_voice(server, body.voice)  # a voice the double lacks: 422 before anything is queued
     seed = body.seed if body.seed is not None else random_seed()
     decoding = decoding_for(body.preset or server.generate.preset, max_new_tokens=max_new, seed=seed,
                             **body.model_dump(include={"temperature", "top_k", "top_p", "typical_p", "min_p",
@@ -236,7 +239,7 @@ async def generate_variants(request: Request, doc_id: RowId, body: Sampler) -> S
                 "guard": guard}
     # The job's id is the log's, so the page aborts and picks by the one id it was given.
     job = submit_logged(server, "studio", context.prompt, decoding, n, guard, document_id=doc_id, settings=settings,
-                        style=body.style)
+                        style=body.style, voice=voice)
 
     def encode(event: tuple) -> list[str]:
         if event[0] == "text":
