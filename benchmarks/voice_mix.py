@@ -6,12 +6,13 @@
 A run trained with `[train] voices = true` has one marker per author. A mix of two voices
 A and B with weights (w, 1 − w) can be made in two ways:
 
-- **embedding** (what `dvoinik generate --voice A=w,B=1-w` does): one pass, whose first
-  position holds w·e(A) + (1 − w)·e(B), the weighted mean of the two markers' embeddings;
-- **logits**: one pass per voice, each with its own marker, and at every step the next
-  token drawn from the weighted sum of their log-probabilities, w·log p(·|A) +
-  (1 − w)·log p(·|B) (a product of experts), after which the decoding preset's filters
-  apply as usual; every pass then takes the drawn token.
+- **embedding**: one pass, whose first position holds w·e(A) + (1 − w)·e(B), the
+  weighted mean of the two markers' embeddings (written here, in this script);
+- **logits** (what `dvoinik generate --voice A=w,B=1-w` does, `generation/voices.py`): one
+  pass per voice, each with its own marker, and at every step the next token drawn from
+  the weighted sum of their logits, w·z(·|A) + (1 − w)·z(·|B) — a product of the two
+  distributions — after which the decoding preset's filters apply as usual; every pass
+  then takes the drawn token.
 
 For w in 0, ¼, ½, ¾, 1 both write the same number of samples from the same prompts (short
 openings from both authors' held-out works), and the workspace's stylometry model names
@@ -37,16 +38,15 @@ from dvoinik.corpus.build import build_corpus
 from dvoinik.evaluation.evaluate import word_starts
 from dvoinik.evaluation.stylometry import load_or_fit_workspace_model
 from dvoinik.evaluation.voices import attribution_shares, samples_in_voice, voice_passages
-from dvoinik.generation.decoding import decoding_for, logits_processors
+from dvoinik.generation.decoding import decoding_for
 from dvoinik.generation.double import Double, load_checkpoint
+from dvoinik.generation.variants import sample_ids
 from dvoinik.generation.voices import resolve_voice_name
 from dvoinik.runs import find_run, resolve_checkpoint, run_token_set
 from dvoinik.training.loop import train
 from dvoinik.workspace import load_workspace, write_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION_START = "<!-- voice-mix:start -->"
-SECTION_END = "<!-- voice-mix:end -->"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEMO_RUN = "voices"
 
@@ -69,55 +69,50 @@ def demo_workspace(folder: Path, steps: int):
     return load_workspace(folder), DEMO_RUN
 
 
-def logits_mix_samples(double: Double, prompts: list[list[int]], weights: dict[str, float], preset: str,
-                       new_tokens: int, seed: int) -> list[str]:
-    """Samples drawn from the weighted sum of each voice's log-probabilities (one pass per voice)."""
-    names = list(weights)
-    w = torch.tensor([weights[n] for n in names]).view(1, -1, 1)
-    k = len(names)
-    decoding = decoding_for(preset, max_new_tokens=new_tokens, seed=seed)
-    processors = logits_processors(decoding, None)
+def embedding_mix_samples(double: Double, prompts: list[list[int]], voice: dict[str, float], preset: str,
+                          new_tokens: int, seed: int, batch_size: int = 16) -> list[str]:
+    """Samples from one pass whose marker position holds the weighted mean of the voices' marker embeddings."""
+    layer = double.model.get_input_embeddings()
+    ids = [double.voices[name] for name in voice]
+    with torch.no_grad():
+        rows = layer(torch.tensor([ids]))[0]
+        vector = (rows * torch.tensor([voice[name] for name in voice]).unsqueeze(1)).sum(dim=0)
+    placeholder = ids[0]
+
+    def replace_marker(module, inputs, output):  # only the prefill sees a marker
+        where = inputs[0].eq(placeholder)
+        if not bool(where.any()):
+            return output
+        output = output.clone()
+        output[where] = vector.to(output.dtype)
+        return output
+
+    handle = layer.register_forward_hook(replace_marker)
     texts = []
-    for prompt in prompts:
-        rows = torch.tensor([[double.voices[n], *prompt] for n in names])
-        shared = torch.tensor([prompt])  # what the repetition penalty reads: the text, not the markers
-        generated: list[int] = []
-        torch.manual_seed(seed + len(texts))
-        past = None
-        step_ids = rows
-        with torch.no_grad():
-            for _ in range(new_tokens):
-                out = double.model(input_ids=step_ids, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-                logp[:, list(double.voices.values())] = -float("inf")
-                combined = (w * logp.view(1, k, -1)).sum(dim=1)  # (1, vocab)
-                scores = processors(shared, combined)
-                token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1))
-                if token == double.eos_id:
-                    break
-                generated.append(token)
-                shared = torch.cat([shared, torch.tensor([[token]])], dim=1)
-                step_ids = torch.full((k, 1), token)
-        texts.append(double.tokenizer.decode(generated, skip_special_tokens=True))
+    try:
+        for first in range(0, len(prompts), batch_size):
+            batch = torch.tensor([[placeholder, *p] for p in prompts[first : first + batch_size]])
+            decoding = decoding_for(preset, max_new_tokens=new_tokens, seed=seed + first)
+            texts += [double.tokenizer.decode(row, skip_special_tokens=True) for row in sample_ids(double, batch, decoding)]
+    finally:
+        handle.remove()
     return texts
 
 
 def measure(double: Double, style, prompts: list[list[int]], a: str, b: str, preset: str, new_tokens: int,
-            seed: int) -> dict:
+            seeds: list[int]) -> dict:
     rows = {"embedding": [], "logits": []}
     seconds = {"embedding": 0.0, "logits": 0.0}
     for weight in WEIGHTS:
         voice = {a: weight, b: 1 - weight}
         voice = {name: value for name, value in voice.items() if value > 0}
-        started = time.process_time()
-        texts = samples_in_voice(double, prompts, voice, preset, new_tokens, seed)
-        seconds["embedding"] += time.process_time() - started
-        rows["embedding"].append(attribution_shares(style, texts).get(a, 0.0))
-        started = time.process_time()
-        texts = logits_mix_samples(double, prompts, voice, preset, new_tokens, seed)
-        seconds["logits"] += time.process_time() - started
-        rows["logits"].append(attribution_shares(style, texts).get(a, 0.0))
+        for method, write in (("embedding", embedding_mix_samples), ("logits", samples_in_voice)):
+            if len(voice) == 1:  # a single voice: its own marker, the same for both
+                write = samples_in_voice
+            started = time.process_time()
+            texts = [text for seed in seeds for text in write(double, prompts, voice, preset, new_tokens, seed)]
+            seconds[method] += time.process_time() - started
+            rows[method].append(attribution_shares(style, texts).get(a, 0.0))
     summary = {}
     for method, shares in rows.items():
         line = [shares[0] + (shares[-1] - shares[0]) * w for w in WEIGHTS]
@@ -125,7 +120,7 @@ def measure(double: Double, style, prompts: list[list[int]], a: str, b: str, pre
             "shares": shares,
             "gap": sum(abs(s - x) for s, x in zip(shares, line)) / len(WEIGHTS),
             "monotone": all(later >= earlier for earlier, later in zip(shares, shares[1:])),
-            "cpu_per_sample": seconds[method] / (len(WEIGHTS) * len(prompts)),
+            "cpu_per_sample": seconds[method] / (len(WEIGHTS) * len(prompts) * len(seeds)),
         }
     return summary
 
@@ -141,8 +136,9 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=96)
     parser.add_argument("--preset", default="nucleus")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=2, help="samples per prompt and weight (one per seed)")
     parser.add_argument("--write", type=Path, help="put the section into this markdown file")
+    parser.add_argument("--label", default="", help="a name for the section (one section per model measured)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # CPU time per sample, not a race for shared cores
 
@@ -161,12 +157,16 @@ def main() -> None:
     found = [p for p in voice_passages(token_set, args.per_author, args.prompt_tokens, args.new_tokens,
                                        word_starts(double.tokenizer)) if p.author in (a, b)]
     prompts = [p.prompt for p in found]
-    summary = measure(double, style, prompts, a, b, args.preset, args.new_tokens, args.seed)
+    seeds = [1000 * i for i in range(args.seeds)]
+    summary = measure(double, style, prompts, a, b, args.preset, args.new_tokens, seeds)
 
-    lines = [SECTION_START, "## Mixed voices: interpolated marker embeddings vs weighted logits", "",
+    start, end = (f"<!-- voice-mix{'-' + args.label if args.label else ''}:{edge} -->" for edge in ("start", "end"))
+    lines = [start, f"## Mixed voices: interpolated marker embeddings vs weighted logits"
+                    f"{f' ({args.label})' if args.label else ''}", "",
              f"`python benchmarks/voice_mix.py` — run `{run.name}` of `{ws.name}` ({run.record['settings']['base']}, "
              f"{run.record['settings']['max_steps']} steps), {len(prompts)} prompts of {args.prompt_tokens} tokens "
-             f"from both authors' held-out works, {args.new_tokens} new tokens each, preset {args.preset}; "
+             f"from both authors' held-out works × {len(seeds)} seeds = {len(prompts) * len(seeds)} samples per "
+             f"weight, {args.new_tokens} new tokens each, preset {args.preset}; "
              f"{platform.processor() or platform.machine()}, one thread. The share of samples the stylometry model "
              f"reads as **{a}** when the mix gives it weight w (and {b} 1 − w):", "",
              "| w | " + " | ".join(f"{w:g}" for w in WEIGHTS) + " | gap from the line | climbs at every step | "
@@ -175,8 +175,8 @@ def main() -> None:
         lines.append(f"| {method} | " + " | ".join(f"{s:.0%}" for s in values["shares"]) +
                      f" | {values['gap']:.1%} | {'yes' if values['monotone'] else 'no'} | "
                      f"{values['cpu_per_sample']:.3f} |")
-    lines += ["", SECTION_END]
-    publish("\n".join(lines), args.write, SECTION_START, SECTION_END)
+    lines += ["", end]
+    publish("\n".join(lines), args.write, start, end)
 
 
 if __name__ == "__main__":

@@ -338,11 +338,11 @@ def corpus_command(ctx: typer.Context) -> None:
 
 
 @app.command("train")
-@user_errors(TrainingError, TokensError, DataError, ModelError)
+@user_errors(TrainingError, TokensError, DataError, ModelError, RunError)
 def train_command(
     ctx: typer.Context,
     base: Annotated[str | None, typer.Option("--base", help="Built-in configuration (tiny, small, medium), hub id or local model folder.")] = None,
-    method: Annotated[str | None, typer.Option("--method", metavar="full|lora", help="Train every weight, or a LoRA adapter.")] = None,
+    method: Annotated[str | None, typer.Option("--method", metavar="full|lora|dpo", help="Train every weight, a LoRA adapter, or learn from the writer's picks (dpo).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")] = None,
     save_every: Annotated[int | None, typer.Option("--save-every", help="Write a checkpoint every N steps.")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name: the folder under runs/ (default: BASE-METHOD).")] = None,
@@ -350,10 +350,20 @@ def train_command(
     epochs: Annotated[float | None, typer.Option("--epochs", help="Stop after this many passes over the training tokens.")] = None,
     time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="Stop and save after this many minutes.")] = None,
     target_ppl: Annotated[float | None, typer.Option("--target-ppl", help="Stop once training perplexity falls to this (the story: 3-5).")] = None,
-    assignments: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Any [train] setting for this run, e.g. --set batch_size=4 (repeatable).")] = None,
+    assignments: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Any [train] setting for this run, e.g. --set batch_size=4 (repeatable); with --method dpo, any [dpo] setting.")] = None,
+    from_picks: Annotated[bool, typer.Option("--from-picks", help="--method dpo: learn from the picks logged by the studio (studio/studio.sqlite3).")] = False,
+    preferences: Annotated[Path | None, typer.Option("--preferences", metavar="FILE", help="--method dpo: learn from these pairs (the studio's preferences.jsonl format).")] = None,
+    source: Annotated[str | None, typer.Option("--from", metavar="RUN", help="--method dpo: the run to start from (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="--method dpo: the checkpoint to start from (checkpoint-N, best, last; default: best if evaluated, else last).")] = AUTO,
 ) -> None:
-    """Train the double: from scratch, a full fine-tune or a LoRA adapter, with checkpoints and resume."""
+    """Train the double: from scratch, a full fine-tune or a LoRA adapter, with checkpoints and resume; or learn from
+    the writer's picks (--method dpo)."""
     ws = open_workspace(ctx)
+    if method == "dpo":
+        _train_dpo(ws, run, resume, assignments, max_steps, save_every, from_picks, preferences, source, checkpoint)
+        return
+    if from_picks or preferences is not None or source is not None:
+        fail("--from-picks, --preferences and --from belong to --method dpo")
     overrides = parse_assignments(assignments or [])
     flags = {"base": base, "method": method, "max_steps": max_steps, "save_every": save_every, "epochs": epochs,
              "time_budget_minutes": time_budget, "target_train_ppl": target_ppl}
@@ -370,6 +380,28 @@ def train_command(
     out.print(Text(f"Stopped at step {result.steps} ({result.stop_reason.replace('_', ' ')}): "
                    + " · ".join(v for v in values if v)), soft_wrap=True)
     out.print(f"Checkpoints in {result.run_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
+
+
+def _train_dpo(ws: Workspace, run: str | None, resume: bool, assignments: list[str] | None, max_steps: int | None,
+               save_every: int | None, from_picks: bool, preferences: Path | None, source: str | None,
+               checkpoint: str) -> None:
+    from dvoinik.training.dpo import train_dpo
+    from dvoinik.training.progress import RichDpoObserver
+
+    if from_picks == (preferences is not None):
+        fail("--method dpo learns from pairs: give --from-picks (the studio's) or --preferences FILE, one of the two")
+    overrides = parse_assignments(assignments or [])
+    overrides.update({key: value for key, value in (("max_steps", max_steps), ("save_every", save_every))
+                      if value is not None})
+    with RichDpoObserver(_console(), _console(stderr=True)) as observer:
+        result = train_dpo(ws, run, source, checkpoint, preferences, overrides, resume, observer)
+    if observer.progress is None:
+        return
+    before, after = result.accuracy_before, result.accuracy_after
+    accuracy = f"held-out preference accuracy {before:.0%} → {after:.0%}" if before is not None and after is not None \
+        else "no held-out pairs: preference accuracy not measured"
+    _console().print(Text(f"Stopped at step {result.steps}: {accuracy}"), soft_wrap=True)
+    _console().print(f"Checkpoints in {result.run_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
 
 
 # ---------------------------------------------------------------- demo
@@ -515,21 +547,21 @@ def interview_command(
     from dataclasses import replace
 
     from dvoinik.atomic import atomic_write_text
-    from dvoinik.generation.interview import Turn, ask, frame_from_settings, transcript
+    from dvoinik.generation.interview import Turn, answer_length, ask, frame_from_settings, transcript
     from dvoinik.workspace import with_overrides
 
     ws = open_workspace(ctx)
     settings = with_overrides(ws.interview, {"frame": frame} if frame else {}, "--frame")
     chosen_frame, detection = frame_from_settings(settings, ws.language, ws.corpus_dir)
     first_seed = with_seed(decoding_for("greedy"), seed).seed
-    decoding = decoding_for(preset or ws.generate.preset,
-                            max_new_tokens=max_new_tokens if max_new_tokens is not None else settings.max_new_tokens)
     err, out = _console(stderr=True), _console()
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
     with err.status("loading the double") as status:
         double = load_double(ws, run, checkpoint, on_progress=lambda message: status.update(message))
+    decoding = decoding_for(preset or ws.generate.preset, max_new_tokens=max_new_tokens if max_new_tokens is not None
+                            else answer_length(double, settings.max_new_tokens))
     chosen_voice = parse_voice(voice, double.voices) if voice is not None else None
     why = f" (the target's texts: {detection.dash_paragraphs} of {detection.paragraphs} paragraphs open with a " \
           f"dash, {detection.quote_paragraphs} with a quote)" if detection else ""

@@ -22,7 +22,7 @@ from dvoinik.evaluation.stylometry import StyleModel, attribute_many
 from dvoinik.generation.decoding import decoding_for
 from dvoinik.generation.double import Double
 from dvoinik.generation.variants import sample_ids
-from dvoinik.generation.voices import Voice, describe, speaking
+from dvoinik.generation.voices import Voice, describe, sample_mixed
 from dvoinik.tokens import TokenSet
 
 NO_WORDS = "(no words)"  # a sample without a word is attributed to no one
@@ -91,12 +91,14 @@ def samples_in_voice(double: Double, prompts: list[list[int]], voice: Voice, pre
 
     texts: list[str] = []
     marker = double.voices[next(iter(voice))]
-    with speaking(double.model, double.voices, voice):
-        for first in range(0, len(prompts), batch_size):
-            rows = [[marker, *p] for p in prompts[first : first + batch_size]]
-            decoding = decoding_for(preset, max_new_tokens=new_tokens, seed=seed + first)
-            for ids in sample_ids(double, torch.tensor(rows), decoding):
-                texts.append(double.tokenizer.decode(ids, skip_special_tokens=True))
+    for first in range(0, len(prompts), batch_size):
+        batch = torch.tensor(prompts[first : first + batch_size])
+        decoding = decoding_for(preset, max_new_tokens=new_tokens, seed=seed + first)
+        if len(voice) > 1:  # a mix: one pass per voice, their logits weighted
+            rows = sample_mixed(double, batch, voice, decoding)
+        else:
+            rows = sample_ids(double, torch.cat([torch.full((len(batch), 1), marker), batch], dim=1), decoding)
+        texts += [double.tokenizer.decode(ids, skip_special_tokens=True) for ids in rows]
     return texts
 
 

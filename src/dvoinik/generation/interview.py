@@ -234,6 +234,12 @@ def answer_decoding(frame: Frame, decoding: Decoding) -> Decoding:
     return replace(decoding, stop=tuple(dict.fromkeys((*decoding.stop, frame.end))))
 
 
+def answer_length(double: Double, wanted: int) -> int:
+    """`wanted` answer tokens, but at most half of what the model was trained on (the rest is the conversation)."""
+    budget = double.trained_length or double.context_length
+    return max(1, min(wanted, budget // 2)) if budget else wanted
+
+
 def context_room(double: Double, max_new_tokens: int) -> int | None:
     """Tokens a framed prompt may take: the model's trained length less the answer (and a voice's marker)."""
     budget = double.trained_length or double.context_length

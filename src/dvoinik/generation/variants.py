@@ -17,7 +17,7 @@ from dvoinik.generation.decoding import Decoding, GenerationError, logits_proces
 from dvoinik.generation.double import Double
 from dvoinik.generation.guard import originality_guard
 from dvoinik.generation.streamer import VariantStreamer, cut_at_stop
-from dvoinik.generation.voices import Voice, default_voice, speaking, voiced_ids
+from dvoinik.generation.voices import Voice, default_voice, sample_mixed, voiced_ids
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,9 @@ def generate(
         ids = voiced_ids(double.voices, ids, voice, decoding.max_new_tokens,
                          double.trained_length or double.context_length, double.eos_id)
     streamer = VariantStreamer(double.tokenizer, n, decoding.stop, on_text) if on_text and decoding.num_beams == 1 else None
-    with speaking(double.model, double.voices, voice):
+    if voice and len(voice) > 1:  # a mix: one pass per voice, their logits weighted (generation/voices.py)
+        rows = sample_mixed(double, ids[:, 1:], voice, decoding, guard, n, streamer, should_stop)
+    else:
         rows = sample_ids(double, ids, decoding, guard, n, streamer, should_stop)
     aborted = should_stop is not None and should_stop()
     variants = [_variant(double, row, decoding, aborted) for row in rows]

@@ -2,23 +2,24 @@
 
     voice = parse_voice("Рубцов", double.voices)            # {"Семён Рубцов": 1.0}
     voice = parse_voice("Ключарёва=0.7,Рубцов=0.3", ...)     # a mix
-    ids = voiced_ids(double, prompt_ids, voice, max_new)     # the marker first, the prompt cut to fit
-    with speaking(double, voice):                            # a mix: the markers' embeddings interpolated
-        model.generate(ids, ...)
+    ids = voiced_ids(voices, prompt_ids, voice, max_new, ...)   # the marker first, the prompt cut to fit
+    rows = sample_mixed(double, prompt_ids, mix, decoding)     # a mix: one pass per voice, logits weighted
 
-A mix is one marker position whose embedding is the weighted mean of the voices' marker
-embeddings. The other way, weighted logits of one conditioned pass per voice, was
-measured against it (`benchmarks/voice_mix.py`, docs/voices.md): see there why this one
-is kept.
+A mix is drawn from the weighted sum of the logits of one pass per voice, each pass
+conditioned on its own marker. The other way, one pass whose marker embedding is the
+weighted mean of the voices' marker embeddings, is cheaper, and was measured against it
+(`benchmarks/voice_mix.py`, docs/voices.md): the weighted logits follow the weights more
+closely, so they are kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from typing import Any
 
-from dvoinik.generation.decoding import GenerationError
+from dvoinik.generation.decoding import Decoding, GenerationError, logits_processors
+from dvoinik.generation.guard import originality_guard
+from dvoinik.generation.streamer import cut_at_stop
 
 Voice = dict[str, float]  # author -> weight (weights sum to 1)
 
@@ -110,8 +111,8 @@ def voiced_ids(voices: dict[str, int], ids: Any, voice: Voice, max_new_tokens: i
 
     The marker takes one more position, so the prompt gives up its first token when the
     whole would pass `budget`. An empty prompt (just end-of-text) becomes the marker alone:
-    training blocks start with the marker and then text. A mix is marked with its first
-    voice's id; `speaking` replaces that position's embedding.
+    training blocks start with the marker and then text. (A mix is marked with its first
+    voice's id here; `sample_mixed` gives each pass its own.)
     """
     import torch
 
@@ -123,48 +124,74 @@ def voiced_ids(voices: dict[str, int], ids: Any, voice: Voice, max_new_tokens: i
     return torch.cat([torch.full((ids.shape[0], 1), first, dtype=ids.dtype), ids], dim=1)
 
 
-def mixed_marker_embedding(model: Any, voices: dict[str, int], voice: Voice) -> Any:
-    """The weighted mean of the voices' marker embeddings.
+def sample_mixed(double: Any, prompts: Any, voice: Voice, decoding: Decoding, guard: int = 0, n: int = 1,
+                 streamer: Any = None, should_stop: Callable[[], bool] | None = None,
+                 min_new_tokens: int = 0) -> list[list[int]]:
+    """`n` continuations of each row of `prompts` (equal-length rows, no marker) in a mix of voices: the new ids of
+    each, cut at end of text, in the order `sample_ids` gives them (variants of a row together).
 
-    Read through the embedding layer itself, so a LoRA run's trained marker rows (PEFT
-    keeps them beside the base's) are the ones mixed.
+    One pass per voice, all in one batch (voice k's copy of continuation i is row k·rows + i), each
+    with its own marker first. At every step the variant's next-token logits are the
+    weighted sum of its passes' logits (a product of the voices' distributions, as
+    weights summing to 1 make it); then the decoding's processors (penalties, the guard,
+    the samplers) apply to that one row as to any generation, one token is drawn, and
+    every pass of the variant takes it.
     """
     import torch
 
-    layer = model.get_input_embeddings()
+    if decoding.num_beams > 1:
+        raise GenerationError("a mixed voice samples or decodes greedily; beam search takes one voice")
+    names = list(voice)
+    k = len(names)
+    model = double.model
     device = next(model.parameters()).device
-    rows = layer(torch.tensor([[voices[name] for name in voice]], device=device))[0]
-    weights = rows.new_tensor([voice[name] for name in voice]).unsqueeze(1)
-    return (rows.float() * weights.float()).sum(dim=0)
-
-
-@contextmanager
-def _interpolated(model: Any, placeholder: int, vector: Any) -> Iterator[None]:
-    """While inside, every embedded `placeholder` token becomes `vector` (only the prefill sees a marker)."""
-    def replace(module: Any, inputs: tuple, output: Any) -> Any:
-        ids = inputs[0] if inputs else None
-        if ids is None or not hasattr(ids, "eq"):
-            return output
-        where = ids.eq(placeholder)
-        if not bool(where.any()):
-            return output
-        output = output.clone()
-        output[where] = vector.to(output.dtype)
-        return output
-
-    handle = model.get_input_embeddings().register_forward_hook(replace)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def speaking(model: Any, voices: dict[str, int], voice: Voice | None) -> Any:
-    """A context in which the model reads the marker of a mixed `voice` as the mix (nothing to do for one voice)."""
-    if not voice or len(voice) == 1:
-        return nullcontext()
-    import torch
-
+    weights = torch.tensor([voice[name] for name in names], device=device).view(k, 1, 1)
+    markers = torch.tensor([double.voices[name] for name in names])
+    text = prompts.repeat_interleave(n, dim=0).to(device)  # what the penalties and the guard read: no markers
+    count = text.shape[0]
+    rows = torch.cat([markers.to(device).repeat_interleave(count).unsqueeze(1), text.repeat(k, 1)], dim=1)
+    guard_processor = originality_guard(double.index, guard, double.eos_id) if guard else None
+    processors = logits_processors(decoding, guard_processor)
+    eos = double.eos_id
+    banned = list(double.voices.values())
+    finished = torch.zeros(count, dtype=torch.bool, device=device)
+    new: list[list[int]] = [[] for _ in range(count)]
+    cache = None
+    torch.manual_seed(decoding.seed)
+    if streamer is not None:
+        streamer.put(text.cpu())  # as transformers does: the prompt first
     with torch.no_grad():
-        vector = mixed_marker_embedding(model, voices, voice)
-    return _interpolated(model, voices[next(iter(voice))], vector)
+        step_input = rows
+        for step in range(decoding.max_new_tokens):
+            output = model(input_ids=step_input, cache=cache, use_cache=True)
+            cache = output.cache
+            logits = output.logits[:, -1, :].float()
+            logits[:, banned] = -float("inf")
+            scores = processors(text, (weights * logits.view(k, count, -1)).sum(dim=0))
+            if eos is not None and step < min_new_tokens:
+                scores[:, eos] = -float("inf")
+            if decoding.do_sample:
+                tokens = torch.multinomial(torch.softmax(scores, dim=-1), 1).squeeze(1)
+            else:
+                tokens = scores.argmax(dim=-1)
+            if eos is not None:
+                tokens = torch.where(finished, torch.full_like(tokens, eos), tokens)
+            if streamer is not None:
+                streamer.put(tokens.cpu())
+            text = torch.cat([text, tokens.unsqueeze(1)], dim=1)
+            for i, token in enumerate(tokens.tolist()):
+                if finished[i]:
+                    continue
+                if token == eos:
+                    finished[i] = True
+                    continue
+                new[i].append(token)
+                if decoding.stop and cut_at_stop(double.tokenizer.decode(new[i], skip_special_tokens=True),
+                                                 decoding.stop)[1]:
+                    finished[i] = True
+            if bool(finished.all()) or (should_stop is not None and should_stop()):
+                break
+            step_input = tokens.repeat(k).unsqueeze(1)
+    if streamer is not None:
+        streamer.end()
+    return new

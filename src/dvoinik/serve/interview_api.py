@@ -31,6 +31,7 @@ from dvoinik.generation.interview import (
     Frame,
     Turn,
     answer_decoding,
+    answer_length,
     builtin_frames,
     context_room,
     framed_prompt,
@@ -171,7 +172,8 @@ async def ask(request: Request, interview_id: RowId, body: Question) -> Streamin
     interview = _found(server.store.interviews.get, interview_id)
     frame = Frame.from_json(interview.frame)
     chosen = {**interview.settings, **body.model_dump(exclude_none=True, exclude={"question"})}
-    max_new = chosen.get("max_new_tokens") or interview_settings(server).max_new_tokens
+    max_new = chosen.get("max_new_tokens") or answer_length(server.engine.double,
+                                                            interview_settings(server).max_new_tokens)
     check_new_tokens(server, max_new, "max_new_tokens")
     voice = client_voice(server, chosen.get("voice"))
     seed = chosen.get("seed", random_seed())

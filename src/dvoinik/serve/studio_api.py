@@ -18,6 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dvoinik.generation.decoding import PRESET_VALUES, decoding_for, random_seed
+from dvoinik.preferences import pairs_of_choice
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.compat import check_new_tokens, check_variants, client_voice
 from dvoinik.serve.context import Context, build_context
@@ -293,10 +294,8 @@ def export_preferences(request: Request) -> Response:
     """One line per (chosen, rejected) pair, for preference training (DPO and its kin)."""
     lines = []
     for entry in reversed(server_of(request).store.generations(limit=1_000_000, chosen_only=True)):
-        for i, variant in enumerate(entry.variants):
-            if i != entry.chosen:
-                lines.append(json.dumps({"prompt": entry.prompt, "chosen": entry.chosen_text, "rejected": variant["text"],
-                                         "generation_id": entry.id, "checkpoint": entry.checkpoint, "seed": entry.seed},
-                                        ensure_ascii=False))
+        if entry.chosen is not None and 0 <= entry.chosen < len(entry.variants):
+            lines += [json.dumps(pair.to_json(), ensure_ascii=False) for pair in pairs_of_choice(
+                entry.prompt, entry.variants, entry.chosen, entry.chosen_text, entry.id, entry.checkpoint, entry.seed)]
     return Response("".join(line + "\n" for line in lines), media_type="application/x-ndjson; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="preferences.jsonl"'})
