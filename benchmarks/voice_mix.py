@@ -1,6 +1,7 @@
 """Mixed voices, two ways: interpolated marker embeddings vs weighted logits of the conditioned passes.
 
-    python benchmarks/voice_mix.py --demo /tmp/voice-mix [--steps 300] [--write docs/benchmarks.md]
+    python benchmarks/voice_mix.py --demo /tmp/voice-mix [--steps 300] [--write docs/benchmarks.md] [--label NAME]
+    python benchmarks/voice_mix.py --demo /tmp/voice-mix-40 --steps 40 --block-size 64 --batch-size 8 --new-tokens 48
     python benchmarks/voice_mix.py --workspace W --run R [--authors A,B]
 
 A run trained with `[train] voices = true` has one marker per author. A mix of two voices
@@ -51,7 +52,7 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEMO_RUN = "voices"
 
 
-def demo_workspace(folder: Path, steps: int):
+def demo_workspace(folder: Path, steps: int, block_size: int, batch_size: int):
     """The demo's two authors with equal weights, and a `tiny` voices run on them."""
     from dvoinik.demo import AUTHORS, create_demo_workspace
 
@@ -62,7 +63,8 @@ def demo_workspace(folder: Path, steps: int):
         ws.config_path.write_text(text, encoding="utf-8")  # every voice gets as many blocks as the other
         ws = load_workspace(folder)
         ws = write_settings(ws, "train", {"voices": True, "max_steps": steps, "save_every": steps,
-                                          "time_budget_minutes": 0.0, "block_size": 128})
+                                          "time_budget_minutes": 0.0, "block_size": block_size,
+                                          "batch_size": batch_size})
         build_corpus(ws)
         train(ws, run=DEMO_RUN)
         assert [a.name for a in AUTHORS]  # the target comes first among the voices
@@ -129,6 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, help="build the demo workspace (equal weights) and a voices run here")
     parser.add_argument("--steps", type=int, default=300, help="training steps of the demo's voices run")
+    parser.add_argument("--block-size", type=int, default=128, help="the demo's voices run: tokens per block")
+    parser.add_argument("--batch-size", type=int, default=16, help="the demo's voices run: blocks per step")
     parser.add_argument("--workspace", type=Path)
     parser.add_argument("--run")
     parser.add_argument("--authors", help="the two voices to mix, A,B (default: the first two)")
@@ -143,7 +147,7 @@ def main() -> None:
     torch.set_num_threads(1)  # CPU time per sample, not a race for shared cores
 
     if args.demo:
-        ws, run_name = demo_workspace(args.demo, args.steps)
+        ws, run_name = demo_workspace(args.demo, args.steps, args.block_size, args.batch_size)
     else:
         ws, run_name = load_workspace(args.workspace), args.run
     run = find_run(ws, run_name)
@@ -160,11 +164,13 @@ def main() -> None:
     seeds = [1000 * i for i in range(args.seeds)]
     summary = measure(double, style, prompts, a, b, args.preset, args.new_tokens, seeds)
 
+    trained = run.record["settings"]
     start, end = (f"<!-- voice-mix{'-' + args.label if args.label else ''}:{edge} -->" for edge in ("start", "end"))
     lines = [start, f"## Mixed voices: interpolated marker embeddings vs weighted logits"
                     f"{f' ({args.label})' if args.label else ''}", "",
-             f"`python benchmarks/voice_mix.py` — run `{run.name}` of `{ws.name}` ({run.record['settings']['base']}, "
-             f"{run.record['settings']['max_steps']} steps), {len(prompts)} prompts of {args.prompt_tokens} tokens "
+             f"`python benchmarks/voice_mix.py` — run `{run.name}` of `{ws.name}` ({trained['base']}, "
+             f"{trained['max_steps']} steps of {trained['batch_size']} × {trained['block_size']} tokens, both authors "
+             f"at weight 1), {len(prompts)} prompts of {args.prompt_tokens} tokens "
              f"from both authors' held-out works × {len(seeds)} seeds = {len(prompts) * len(seeds)} samples per "
              f"weight, {args.new_tokens} new tokens each, preset {args.preset}; "
              f"{platform.processor() or platform.machine()}, one thread. The share of samples the stylometry model "

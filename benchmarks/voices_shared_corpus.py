@@ -1,0 +1,97 @@
+"""One model, four voices, on real prose: a voices run on the shared corpus and its attribution matrix.
+
+    python benchmarks/voices_shared_corpus.py --folder /tmp/voices4 [--model tiny] [--max-steps 600] [--minutes 30]
+        [--write docs/benchmarks.md]
+
+Chekhov (the target), Turgenev, Gorky and Andreev, every author at weight 1, a built-in
+model trained from scratch with `[train] voices = true`, then `dvoinik evaluate`: for each
+voice, the share of its samples the stylometry model gives to each author, beside the same
+matrix for real held-out text. Steps are skipped when their output exists, so a killed run
+picks up where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+from sections import publish
+
+from dvoinik.corpus.build import build_corpus
+from dvoinik.evaluation.evaluate import evaluate_run
+from dvoinik.training.loop import train
+from dvoinik.workspace import add_sources, init_workspace, load_workspace, write_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTHORS = (("chekhov", "Чехов", "target"), ("turgenev", "Тургенев", "influence"),
+           ("gorky", "Горький", "influence"), ("andreev", "Андреев", "influence"))
+RUN = "voices"
+SECTION_START = "<!-- voices-shared-corpus:start -->"
+SECTION_END = "<!-- voices-shared-corpus:end -->"
+
+
+def prepare(folder: Path, corpus: Path):
+    if (folder / "corpus" / "documents.jsonl").is_file():
+        return load_workspace(folder)
+    ws = init_workspace(folder, name="Четыре голоса (shared corpus)")
+    for directory, name, role in AUTHORS:
+        ws, _ = add_sources(ws, [corpus / "ru-classics" / directory], author=name, role=role, weight=1.0)
+    build_corpus(ws)
+    return ws
+
+
+def table(matrix: dict, label: str) -> list[str]:
+    authors = matrix["authors"]
+    lines = [f"| {label} | " + " | ".join(authors) + " | texts |", "|---|" + "---:|" * (len(authors) + 1)]
+    for name, shares in matrix["rows"].items():
+        cells = [f"**{shares.get(a, 0.0):.0%}**" if a == name else f"{shares.get(a, 0.0):.0%}" for a in authors]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {matrix['samples'][name]} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--write", type=Path)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    ws = prepare(args.folder, args.corpus)
+    ws = write_settings(ws, "train", {
+        "base": args.model, "vocab_size": 8000, "block_size": args.block_size, "batch_size": args.batch_size,
+        "max_steps": args.max_steps, "save_every": args.max_steps, "eval_every": args.max_steps,
+        "time_budget_minutes": args.minutes, "log_every": 50, "voices": True, "learning_rate": 2e-3,
+    })
+    ws = write_settings(ws, "evaluate", {"prompts": 48, "prompt_tokens": 16, "sample_tokens": 96,
+                                         "extraction_prompts": 8})
+    print(f"corpus ready in {time.perf_counter() - started:.0f} s", flush=True)
+    if not (ws.runs_dir / RUN / "run.json").is_file():
+        result = train(ws, run=RUN)
+        print(f"trained {result.steps} steps ({result.stop_reason}) in {time.perf_counter() - started:.0f} s", flush=True)
+    report = evaluate_run(ws, RUN, on_progress=lambda what, done, total: print(f"  {what}", flush=True)).report
+    voices = report["voices"]
+    settings = load_workspace(args.folder).train
+    diagonal = [voices["samples"]["rows"][a].get(a, 0.0) for a in voices["samples"]["rows"]]
+    lines = [SECTION_START, "## Voices on the shared corpus: one model, four authors", "",
+             f"`python benchmarks/voices_shared_corpus.py` — {', '.join(name for _, name, _ in AUTHORS)} at weight 1; "
+             f"built-in `{settings.base}` from scratch with voices, {voices['checkpoint']} "
+             f"({settings.batch_size} × {settings.block_size} tokens a step); {platform.processor() or platform.machine()}. "
+             f"Prompts of {report['settings']['prompt_tokens']} tokens from every author's held-out works "
+             f"({voices['prompts']} in all, the same for every voice), {report['sample_tokens']} new tokens each "
+             "(nucleus), attributed by the workspace's stylometry model:", ""]
+    lines += table(voices["samples"], "voice") + [""] + table(voices["real"], "real text") + [""]
+    lines += [f"Mean of the diagonal: {sum(diagonal) / len(diagonal):.0%} of a voice's samples read as its own author "
+              "(chance: 25%).", "", SECTION_END]
+    publish("\n".join(lines), args.write, SECTION_START, SECTION_END)
+
+
+if __name__ == "__main__":
+    main()
