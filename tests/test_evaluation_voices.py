@@ -77,6 +77,8 @@ def test_evaluate_prints_the_matrix_beside_real_text(voiced) -> None:
     assert set(matrix["rows"]) == {TARGET, INFLUENCE} and matrix["samples"][TARGET] == 8
     assert set(report["voices"]["real"]["rows"]) == {TARGET, INFLUENCE}
     assert report["sample_tokens"] == 24  # 8 + 24 + the marker stay within the 64 trained positions
+    page = (ws.runs_dir / "voices" / "evaluation" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Voices of checkpoint-40</h2>" in page and f"voice {INFLUENCE}" in page
 
 
 def test_generate_writes_in_the_voice_asked_for(voiced) -> None:

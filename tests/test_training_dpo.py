@@ -118,3 +118,36 @@ def test_the_loss_is_dpos() -> None:
     loss, margin = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]), 0.5)
     assert margin.item() == pytest.approx(1.0)  # 0.5 * ((-1 + 2) - (-3 + 2))
     assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1.0))))
+
+
+def test_dpo_on_a_lora_run_trains_its_adapter_and_leaves_the_base_alone(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from training_fixtures import make_workspace, save_tiny_gpt2
+    from transformers import AutoTokenizer
+
+    from dvoinik.corpus.build import load_documents
+
+    ws = make_workspace(tmp_path)
+    base = save_tiny_gpt2(tmp_path / "gpt2", [d.text for d in load_documents(ws.corpus_dir)])
+    before = load_file(base / "model.safetensors")
+    train(ws, run="lora", overrides={"base": str(base), "method": "lora", "max_steps": 2, "save_every": 2,
+                                     "lora_rank": 4})
+    run = find_run(ws, "lora")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(run, "last"))
+    # Pairs longer than the base's 64 positions are cut to fit them.
+    pairs = synthetic_pairs(run_token_set(ws, run), tokenizer, 12, prompt_tokens=40, answer_tokens=30, seed=2)
+    result = train_dpo(ws, run="lora-dpo", source="lora", pairs=pairs,
+                       overrides={"max_steps": 3, "save_every": 3, "batch_size": 4, "held_out": 0.3})
+    last = result.checkpoints[-1]
+    assert (last / "adapter_model.safetensors").is_file() and not (last / "model.safetensors").exists()
+    record = json.loads((result.run_dir / "run.json").read_text(encoding="utf-8"))
+    assert record["dpo"]["method"] == "lora" and record["dpo"]["learning_rate"] == 5e-5
+    assert result.accuracy_before is not None and result.accuracy_after is not None
+    after = load_file(base / "model.safetensors")
+    assert all(torch_equal(before[k], after[k]) for k in before)  # the base folder is never written
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -778,6 +778,9 @@ def serve_command(
                             f"{server.context_tokens} tokens · queue {server.settings.queue_size}"))
     out.print(Text.assemble("Studio: ", (f"{address}/", "bold cyan"), " · KoboldAI: ", f"{address}/api",
                             " · OpenAI: ", f"{address}/v1"), soft_wrap=True)
+    if server.engine.double.voices:
+        out.print(Text(f"Voices: {', '.join(server.engine.double.voices)} (the first by default; OpenAI models "
+                       f"dvoinik:<voice>)", style="dim"), soft_wrap=True)
     out.print(Text(f"Studio data: {ws.root / 'studio' / 'studio.sqlite3'}" +
                    (" · API key required" if api_key else " · no API key (this computer only)"), style="dim"),
               soft_wrap=True)

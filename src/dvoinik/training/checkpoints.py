@@ -114,8 +114,13 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
     state_dict = accelerator.get_state_dict(model)  # gathered from shards under FSDP / ZeRO-3
-    accelerator.unwrap_model(model).save_pretrained(
+    unwrapped = accelerator.unwrap_model(model)
+    # A LoRA adapter of a run with voices keeps its marker rows as trainable tokens; the rest of the grown
+    # embeddings is rebuilt when the base is loaded, so PEFT need not save the whole layer (its "auto").
+    adapter_only = {"save_embedding_layers": False} if hasattr(unwrapped, "peft_config") else {}
+    unwrapped.save_pretrained(
         staging, is_main_process=accelerator.is_main_process, state_dict=state_dict, save_function=accelerator.save,
+        **adapter_only,
     )
     if sharded:
         accelerator.save_state(staging / RESUME_DIR / ACCELERATE_STATE_DIR)

@@ -46,7 +46,14 @@ from dvoinik.runs import AUTO, RUN_FILE, RunError, find_run, resolve_checkpoint,
 from dvoinik.training import checkpoints as ckpt
 from dvoinik.training.loop import TrainingError, check_run_name, resolve_precision
 from dvoinik.training.metrics import MetricsLog, truncate_metrics
-from dvoinik.training.models import count_parameters, is_adapter_folder, load_checkpoint_model
+from dvoinik.training.models import (
+    ModelError,
+    adapter_base,
+    count_parameters,
+    from_folder_cache_or_hub,
+    is_adapter_folder,
+    load_checkpoint_model,
+)
 from dvoinik.training.schedule import build_optimizer, build_scheduler
 from dvoinik.voices import markers_of
 from dvoinik.workspace import DpoSettings, TrainSettings, Workspace, WorkspaceError, with_overrides
@@ -258,6 +265,20 @@ def synthetic_pairs(token_set: Any, tokenizer: Any, count: int, prompt_tokens: i
 # ---------------------------------------------------------------- the run
 
 
+def context_limit(trained_length: int | None, folder: Path) -> int | None:
+    """Positions a pair may take: what a built-in model was trained on, else the model's own context."""
+    if trained_length:
+        return trained_length
+    from transformers import AutoConfig
+
+    where = adapter_base(folder) if is_adapter_folder(folder) else str(folder)
+    try:
+        config = from_folder_cache_or_hub(AutoConfig.from_pretrained, where)
+    except ModelError as exc:
+        raise TrainingError(str(exc)) from None
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
 def load_pairs(ws: Workspace, preferences: Path | None) -> tuple[list[PreferencePair], str]:
     """The pairs and where they came from: a JSONL file, else the studio's picks."""
     if preferences is not None:
@@ -333,7 +354,7 @@ def train_dpo(
     tokenizer = AutoTokenizer.from_pretrained(folder)
     voices = markers_of(tokenizer)
     prefix = [next(iter(voices.values()))] if voices else []  # a run with voices learns in its target's voice
-    limit = origin.trained_length
+    limit = context_limit(origin.trained_length, folder)
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     encoded_train = encode_pairs(train_pairs, tokenizer, settings, limit, prefix)
     encoded_held = encode_pairs(held_out, tokenizer, settings, limit, prefix)
