@@ -51,6 +51,21 @@ def test_the_same_tokens_as_generate(double, preset: str, guard: int) -> None:
     assert sample_ids(double, ids, decoding, guard, n=3, fast=True) == expected  # the cache reused, reset
 
 
+def test_tokens_the_model_config_suppresses_are_suppressed_on_the_fast_path_too(double) -> None:
+    """A voices run's markers (suppress_tokens) and an interview's turn endings (begin_suppress_tokens)."""
+    double, _, ids = double
+    greedy = decoding_for("greedy", max_new_tokens=20)
+    free = sample_ids(double, ids, greedy, fast=False)[0]
+    config = double.model.generation_config
+    try:
+        config.suppress_tokens, config.begin_suppress_tokens = [free[1]], [free[0]]
+        expected = sample_ids(double, ids, greedy, fast=False)[0]
+        assert expected[0] != free[0] and free[1] not in expected
+        assert sample_ids(double, ids, greedy, fast=True)[0] == expected
+    finally:
+        config.suppress_tokens = config.begin_suppress_tokens = None
+
+
 def test_the_guard_bans_copying_on_the_fast_path_too(double) -> None:
     double, _, ids = double
     greedy = decoding_for("greedy", max_new_tokens=30)

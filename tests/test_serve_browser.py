@@ -534,4 +534,86 @@ def test_a_copy_the_guard_could_not_see_is_marked_on_its_card(context, base_url)
     expect(scores.nth(1)).to_contain_text("3 слова (5 токенов)")
     expect(scores.nth(1).get_by_test_id("copy-missed")).to_have_count(0)
     expect(scores.nth(1)).not_to_have_class(re.compile(r"\balarm\b"))
+
+
+def test_an_interview_of_several_turns_is_kept_after_a_reload(context, base_url):
+    page, errors = open_studio(context, base_url)
+    page.get_by_test_id("tab-interview").click()
+    expect(page.get_by_test_id("iv-empty")).to_be_visible()
+    page.get_by_test_id("iv-new").click()
+    expect(page.get_by_test_id("iv-question")).to_be_focused()
+    # The frame came from the corpus: the synthetic target writes no dialogue, so a letter.
+    expect(page.get_by_test_id("iv-frame-name")).to_have_text("письмо")
+    page.get_by_test_id("tab-sampler").click()
+    page.get_by_test_id("max-new-tokens").fill("16")  # short answers leave the earlier turns room in 128 tokens
+    page.get_by_test_id("tab-interview").click()
+    questions = ["Что было утром?", "А потом?", "Зачем?"]
+    for question in questions:
+        page.get_by_test_id("iv-question").fill(question)
+        page.get_by_test_id("iv-ask").click()
+        expect(page.get_by_test_id("iv-status")).to_have_text(re.compile("Ответ записан|промолчал"))
+        expect(page.get_by_test_id("iv-question")).to_have_value("")
+    turns = page.get_by_test_id("iv-turn")
+    expect(turns).to_have_count(3)
+    expect(turns.nth(0).get_by_test_id("iv-turn-question")).to_have_text("Мне пишут: «Что было утром?»")
+    answers = [turns.nth(i).get_by_test_id("iv-turn-answer").inner_text() for i in range(3)]
+    assert all(answer.strip() for answer in answers)
+    expect(turns.nth(2).get_by_test_id("copy-score")).to_be_visible()  # the guard and copy scores apply
+
+    # Kept in the store: after a reload the tab, the interview and its answers are back.
+    reload(page)
+    expect(page.get_by_test_id("tab-interview")).to_have_attribute("aria-selected", "true")
+    expect(turns).to_have_count(3)
+    assert [turns.nth(i).get_by_test_id("iv-turn-answer").inner_text() for i in range(3)] == answers
+
+    # The last answer can be taken back; the frame can be changed for the next questions.
+    page.get_by_test_id("iv-undo").click()
+    expect(turns).to_have_count(2)
+    page.get_by_test_id("iv-frame").locator("summary").click()
+    page.get_by_test_id("iv-frame-kind").select_option("dialogue")
+    expect(page.get_by_test_id("iv-question-template")).to_have_value("— {question}\\n\\n")
+    page.get_by_test_id("iv-frame-save").click()
+    expect(page.get_by_test_id("iv-frame-name")).to_have_text("диалог (реплики с тире)")
+    expect(turns.nth(0).get_by_test_id("iv-turn-question")).to_have_text("— Что было утром?")
+    assert errors == []
+
+
+@pytest.fixture(scope="module")
+def voices_url(workspace, tmp_path_factory):
+    """The same workspace with a run that has voices (four steps: markers are all the picker needs)."""
+    from dvoinik.training.loop import train
+
+    train(workspace, run="voices", overrides={"voices": True, "max_steps": 4, "save_every": 4, "eval_every": 4})
+    server = open_server(workspace, run="voices", database=tmp_path_factory.mktemp("voices") / "studio.sqlite3")
+    with running_server(server) as url:
+        yield url
+
+
+def test_the_voice_picker_sends_a_voice_or_a_mix_and_the_document_keeps_it(context, voices_url):
+    page, errors = open_studio(context, voices_url)
+    new_document(page, "Голоса", PARAGRAPH)
+    page.get_by_test_id("tab-sampler").click()
+    page.get_by_test_id("max-new-tokens").fill("8")
+    picker = page.get_by_test_id("voice")
+    expect(picker.locator("option")).to_have_text(["Цель (автор двойника)", "Влияние", "смесь…"])
+    picker.select_option("Влияние")
+    page.get_by_test_id("continue").click()
+    expect(page.locator("[data-testid=variant][data-state=done]")).to_have_count(3)
+    log = page.evaluate("fetch('/studio/api/generations?limit=1').then(r => r.json())")
+    assert log[0]["settings"]["voice"] == {"Влияние": 1}
+
+    picker.select_option("__mix__")
+    sliders = page.get_by_test_id("voice-slider")
+    expect(sliders).to_have_count(2)
+    sliders.nth(0).fill("0.25")
+    sliders.nth(1).fill("0.75")
+    saved(page)
+    reload(page)
+    page.get_by_test_id("tab-sampler").click()
+    expect(page.get_by_test_id("voice")).to_have_value("__mix__")  # the document keeps its voice
+    expect(page.get_by_test_id("voice-slider").nth(1)).to_have_value("0.75")
+    page.get_by_test_id("continue").click()
+    expect(page.locator("[data-testid=variant][data-state=done]")).to_have_count(3)
+    log = page.evaluate("fetch('/studio/api/generations?limit=1').then(r => r.json())")
+    assert log[0]["settings"]["voice"] == {"Цель": 0.25, "Влияние": 0.75}
     assert errors == []

@@ -68,7 +68,8 @@ def test_requests_are_in_the_studios_generation_log(client, served):
     answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": PROMPT}], max_tokens=5,
                                             n=2, seed=12)
     entry = server.store.generations(limit=1)[0]
-    assert (entry.source, entry.status, entry.seed, entry.prompt) == ("openai", "done", 12, PROMPT)
+    framed = server.interview.asked(PROMPT).rstrip(" ")  # the chat's question in the author's frame
+    assert (entry.source, entry.status, entry.seed, entry.prompt) == ("openai", "done", 12, framed)
     assert [v["text"] for v in entry.variants] == [c.message.content for c in answer.choices]
     chunks = client.completions.create(model="m", prompt=PROMPT, max_tokens=4, stream=True, seed=13)
     streamed = "".join(c.choices[0].text for c in chunks if c.choices)
@@ -122,20 +123,42 @@ def test_streamed_completions_add_up_to_the_answer(client):
     assert all(u is None for u in usages[:-1]) and usages[-1] == whole.usage
 
 
-def test_chat_is_the_messages_as_prose(client, served):
-    messages = [{"role": "system", "content": "Ми но пу ра."}, {"role": "user", "content": PROMPT}]
+def test_chat_is_an_interview_in_the_authors_frame(client, served):
+    """System messages open the conversation, user messages are questions, assistant messages earlier answers."""
+    from dataclasses import replace
+
+    from dvoinik.generation.interview import (
+        Turn,
+        answer_decoding,
+        answer_opens_with_text,
+        context_room,
+        framed_prompt,
+    )
+
+    _, server = served
+    double, frame = server.engine.double, server.interview
+    assert frame.name == "letter"  # the synthetic authors write no dialogue of their own
+    messages = [{"role": "system", "content": "Ми но пу ра."}, {"role": "user", "content": "Ба ве?"},
+                {"role": "assistant", "content": "Го да."}, {"role": "user", "content": PROMPT}]
     chat = client.chat.completions.create(model="m", messages=messages, max_tokens=10, seed=2, temperature=0.9)
-    # The documented rule: the messages' texts joined by a blank line, continued as prose.
-    same = client.completions.create(model="m", prompt="Ми но пу ра.\n\n" + PROMPT, max_tokens=10, seed=2,
-                                     temperature=0.9)
+    prompt = framed_prompt(replace(frame, preamble="Ми но пу ра."), [Turn("Ба ве?", "Го да.")], PROMPT,
+                           double.tokenizer, context_room(double, 10)).text
+    assert prompt == "Ми но пу ра.\n\n" + frame.turn("Ба ве?", "Го да.") + frame.asked(PROMPT).rstrip(" ")
+    assert server.store.generations(limit=1)[0].prompt == prompt
+    with answer_opens_with_text(double, frame):
+        expected = generate(double, prompt, answer_decoding(frame, decoding_for("coherent", temperature=0.9,
+                                                                                max_new_tokens=10, seed=2)),
+                            guard=server.generate.guard)
     assert chat.object == "chat.completion" and chat.choices[0].message.role == "assistant"
-    assert chat.choices[0].message.content == same.choices[0].text
-    assert chat.usage == same.usage
-    assert chat.usage.prompt_tokens == tokens(served[1], "Ми но пу ра.\n\n" + PROMPT)
-    parts = [{"role": "user", "content": [{"type": "text", "text": "Ми но пу ра."}, {"type": "text", "text": ""}]},
-             {"role": "assistant", "content": PROMPT}]
-    assert client.chat.completions.create(model="m", messages=parts, max_completion_tokens=10, seed=2,
-                                          temperature=0.9).choices[0].message.content == chat.choices[0].message.content
+    assert chat.choices[0].message.content == expected.variants[0].text
+    assert frame.end not in chat.choices[0].message.content  # cut where the answer's turn ends
+    assert chat.usage.prompt_tokens == tokens(served[1], prompt)
+    # A chat that ends with the assistant asks for that answer to go on.
+    client.chat.completions.create(model="m", messages=messages + [{"role": "assistant", "content": "Ле ми"}],
+                                   max_tokens=3)
+    assert server.store.generations(limit=1)[0].prompt.endswith(frame.asked(PROMPT) + "Ле ми")
+    with pytest.raises(openai.BadRequestError, match="a user message"):
+        client.chat.completions.create(model="m", messages=[{"role": "system", "content": "Ми"}], max_tokens=3)
 
 
 def test_streamed_chat_adds_up_to_the_answer(client):

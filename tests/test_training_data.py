@@ -62,3 +62,23 @@ def test_validation_blocks_are_fixed_and_spread() -> None:
     assert [int(b[0]) for b in blocks] == [0, 330, 660, 990] and all(len(b) == 10 for b in blocks)
     assert [len(b) for b in validation_blocks(np.arange(5), 9, 4)] == [5]
     assert validation_blocks(np.arange(1), 9, 4) == []
+
+
+def test_with_voices_every_row_starts_with_its_authors_marker_and_draws_as_without(tmp_path: Path) -> None:
+    tokens = token_set(tmp_path, {"A": (500, 1.0), "B": (500, 1.0)})
+    plain = BlockSampler(tokens, 16, 32, seed=5)
+    voiced = BlockSampler(tokens, 16, 32, seed=5, markers={"A": 4998, "B": 4999})
+    for _ in range(3):
+        without, with_marker = plain.next_batch(), voiced.next_batch()
+        assert with_marker.shape == without.shape  # the marker takes the place of the last token
+        authors = without[:, 0] // 1000
+        assert (with_marker[:, 0] == np.where(authors == 0, 4998, 4999)).all()
+        assert (with_marker[:, 1:] == without[:, :-1]).all()  # the same draws: resume stays exact
+    assert plain.state() == voiced.state()
+
+
+def test_validation_blocks_with_a_marker_read_as_training_does() -> None:
+    blocks = validation_blocks(np.arange(100), block_size=9, count=2, marker=777)
+    assert all(len(b) == 10 and b[0] == 777 for b in blocks)
+    assert [int(b[1]) for b in blocks] == [int(b[0]) for b in validation_blocks(np.arange(100), 9, 2)]
+    assert validation_blocks(np.arange(5), 9, 1, marker=7)[0].tolist() == [7, 0, 1, 2, 3, 4]

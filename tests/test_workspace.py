@@ -368,6 +368,11 @@ def test_train_settings_are_spelled_out_and_validated(ws: Workspace) -> None:
      r"max_extraction_share must be between 0 and 1"),
     ("serve", wsmod.ServeSettings, ("port = 5001", "port = 0"), r"port must be between 1 and 65535"),
     ("serve", wsmod.ServeSettings, ("queue_size = 8", "queue_size = 0"), r"queue_size must be between 1 and 1000"),
+    ("interview", wsmod.InterviewSettings, ('frame = "auto"', 'frame = "poem"'), r"frame must be one of: auto, dialogue"),
+    ("interview", wsmod.InterviewSettings, ('question = ""', 'question = "— вопрос"'),
+     r"question must be empty or a text with \{question\} in it"),
+    ("dpo", wsmod.DpoSettings, ("beta = 0.1", "beta = 0.0"), r"beta must be above 0"),
+    ("dpo", wsmod.DpoSettings, ("held_out = 0.2", "held_out = 1.0"), r"held_out must be at least 0 and below 1"),
 ])
 def test_later_stages_settings_are_spelled_out_and_validated(ws: Workspace, table: str, cls: type, bad: tuple,
                                                              message: str) -> None:

@@ -58,6 +58,7 @@ from dvoinik.generation.copyindex import CopyIndexError
 from dvoinik.generation.decoding import GenerationError, decoding_for, with_seed
 from dvoinik.generation.double import load_double, parse_style
 from dvoinik.generation.variants import Generation, Variant, generate
+from dvoinik.generation.voices import describe, parse_voice
 from dvoinik.paths import shown
 from dvoinik.runs import AUTO, RunError
 from dvoinik.serve.launch import ServeError
@@ -346,11 +347,11 @@ def corpus_command(ctx: typer.Context) -> None:
 
 
 @app.command("train")
-@user_errors(TrainingError, TokensError, DataError, ModelError, PlanError)
+@user_errors(TrainingError, TokensError, DataError, ModelError, PlanError, RunError)
 def train_command(
     ctx: typer.Context,
     base: Annotated[str | None, typer.Option("--base", help="Built-in configuration (tiny, small, medium), hub id or local model folder.")] = None,
-    method: Annotated[str | None, typer.Option("--method", metavar="full|lora", help="Train every weight, or a LoRA adapter.")] = None,
+    method: Annotated[str | None, typer.Option("--method", metavar="full|lora|dpo", help="Train every weight, a LoRA adapter, or learn from the writer's picks (dpo).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")] = None,
     save_every: Annotated[int | None, typer.Option("--save-every", help="Write a checkpoint every N steps.")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name: the folder under runs/ (default: BASE-METHOD).")] = None,
@@ -358,14 +359,26 @@ def train_command(
     epochs: Annotated[float | None, typer.Option("--epochs", help="Stop after this many passes over the training tokens.")] = None,
     time_budget: Annotated[float | None, typer.Option("--time-budget", metavar="MINUTES", help="Stop and save after this many minutes.")] = None,
     target_ppl: Annotated[float | None, typer.Option("--target-ppl", help="Stop once training perplexity falls to this (the story: 3-5).")] = None,
-    assignments: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Any [train] setting for this run, e.g. --set batch_size=4 (repeatable).")] = None,
+    assignments: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Any [train] setting for this run, e.g. --set batch_size=4 (repeatable); with --method dpo, any [dpo] setting.")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Do not train: print the GPU memory the run needs, whether it fits, and what to change if not.")] = False,
     gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="With --plan: GPUs at hand (default: the visible ones).")] = None,
     gpu_memory: Annotated[str | None, typer.Option("--gpu-memory", metavar="SIZE", help="With --plan: memory of each GPU to plan for, e.g. 24GB (default: the visible GPU's).")] = None,
     fsdp: Annotated[int, typer.Option("--fsdp", min=1, metavar="N", help="With --plan: plan FSDP2 over N GPUs (default 1: each GPU holds the whole model).")] = 1,
+    from_picks: Annotated[bool, typer.Option("--from-picks", help="--method dpo: learn from the picks logged by the studio (studio/studio.sqlite3).")] = False,
+    preferences: Annotated[Path | None, typer.Option("--preferences", metavar="FILE", help="--method dpo: learn from these pairs (the studio's preferences.jsonl format).")] = None,
+    source: Annotated[str | None, typer.Option("--from", metavar="RUN", help="--method dpo: the run to start from (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="--method dpo: the checkpoint to start from (checkpoint-N, best, last; default: best if evaluated, else last).")] = AUTO,
 ) -> None:
-    """Train the double: from scratch, a full fine-tune or a LoRA adapter, with checkpoints and resume."""
+    """Train the double: from scratch, a full fine-tune or a LoRA adapter, with checkpoints and resume; or learn from
+    the writer's picks (--method dpo)."""
     ws = open_workspace(ctx)
+    if method == "dpo":
+        if plan:
+            fail("--plan plans a full or LoRA run; a DPO run takes the memory of the run it starts from, twice its logits")
+        _train_dpo(ws, run, resume, assignments, max_steps, save_every, from_picks, preferences, source, checkpoint)
+        return
+    if from_picks or preferences is not None or source is not None:
+        fail("--from-picks, --preferences and --from belong to --method dpo")
     overrides = parse_assignments(assignments or [])
     flags = {"base": base, "method": method, "max_steps": max_steps, "save_every": save_every, "epochs": epochs,
              "time_budget_minutes": time_budget, "target_train_ppl": target_ppl}
@@ -388,6 +401,28 @@ def train_command(
     out.print(Text(f"Stopped at step {result.steps} ({result.stop_reason.replace('_', ' ')}): "
                    + " · ".join(v for v in values if v)), soft_wrap=True)
     out.print(f"Checkpoints in {result.run_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
+
+
+def _train_dpo(ws: Workspace, run: str | None, resume: bool, assignments: list[str] | None, max_steps: int | None,
+               save_every: int | None, from_picks: bool, preferences: Path | None, source: str | None,
+               checkpoint: str) -> None:
+    from dvoinik.training.dpo import train_dpo
+    from dvoinik.training.progress import RichDpoObserver
+
+    if from_picks == (preferences is not None):
+        fail("--method dpo learns from pairs: give --from-picks (the studio's) or --preferences FILE, one of the two")
+    overrides = parse_assignments(assignments or [])
+    overrides.update({key: value for key, value in (("max_steps", max_steps), ("save_every", save_every))
+                      if value is not None})
+    with RichDpoObserver(_console(), _console(stderr=True)) as observer:
+        result = train_dpo(ws, run, source, checkpoint, preferences, overrides, resume, observer)
+    if observer.progress is None:
+        return
+    before, after = result.accuracy_before, result.accuracy_after
+    accuracy = f"held-out preference accuracy {before:.0%} → {after:.0%}" if before is not None and after is not None \
+        else "no held-out pairs: preference accuracy not measured"
+    _console().print(Text(f"Stopped at step {result.steps}: {accuracy}"), soft_wrap=True)
+    _console().print(f"Checkpoints in {result.run_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
 
 
 # ---------------------------------------------------------------- demo
@@ -450,6 +485,7 @@ def generate_command(
     run: Annotated[str | None, typer.Option("--run", help="The run (default: the latest).")] = None,
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint-N, best (the evaluation's pick), last; default: best if evaluated, else last.")] = AUTO,
     style: Annotated[str | None, typer.Option("--style", metavar="RUN=W,...", help="Mix the LoRA adapters of several runs by weight.")] = None,
+    voice: Annotated[str | None, typer.Option("--voice", metavar="NAME|A=W,...", help="A run with voices: write in this author's voice, or a mix (A=0.7,B=0.3); default: the target's.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the variants as JSON (text, tokens, finish reason, copy score).")] = False,
     temperature: Annotated[float | None, typer.Option("--temperature")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="0 = off.")] = None,
@@ -483,22 +519,23 @@ def generate_command(
         double = load_double(ws, run, checkpoint, parse_style(style) if style else None,
                              on_progress=lambda message: status.update(message))
     guard_n = settings.guard if guard is None else guard
+    chosen_voice = parse_voice(voice, double.voices) if voice is not None else None
     out = _console()
     if as_json:
         with err.status(f"writing {variants} variant(s) with {double.checkpoint}"):
-            result = generate(double, prompt, decoding, variants, guard_n)
+            result = generate(double, prompt, decoding, variants, guard_n, voice=chosen_voice)
         import json
 
         typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
         return
     if variants == 1 and decoding.num_beams == 1:
         out.print(Text(prompt, style="bold"), end="")
-        result = generate(double, prompt, decoding, 1, guard_n,
+        result = generate(double, prompt, decoding, 1, guard_n, voice=chosen_voice,
                           on_text=lambda _, piece: out.print(Text(piece, style="cyan"), end="", soft_wrap=True))
         out.print()
     else:
         with err.status(f"writing {variants} variants with {double.checkpoint}"):
-            result = generate(double, prompt, decoding, variants, guard_n)
+            result = generate(double, prompt, decoding, variants, guard_n, voice=chosen_voice)
         for number, variant in enumerate(result.variants, start=1):
             out.print(Text.assemble((f"\n{number}. ", "bold"), (prompt, "bold"), (variant.text, "cyan")), soft_wrap=True)
             out.print(Text(f"   {_copy_line(variant)}", style="dim"), soft_wrap=True)
@@ -507,10 +544,80 @@ def generate_command(
 
 def _generation_footer(out: Console, result: Generation) -> None:
     guard = f"guard {result.guard}" if result.guard else "guard off"
-    out.print(Text(f"{result.checkpoint} · preset {result.decoding.preset} · seed {result.decoding.seed} · {guard}",
+    voice = f" · voice {describe(result.voice)}" if result.voice else ""
+    out.print(Text(f"{result.checkpoint}{voice} · preset {result.decoding.preset} · seed {result.decoding.seed} · {guard}",
                    style="dim"), soft_wrap=True)
     if len(result.variants) == 1:
         out.print(Text(_copy_line(result.variants[0]), style="dim"), soft_wrap=True)
+
+
+# ---------------------------------------------------------------- interview
+
+
+@app.command("interview")
+@user_errors(GenerationError, RunError, CopyIndexError, TokensError, ModelError)
+def interview_command(
+    ctx: typer.Context,
+    questions: Annotated[list[str] | None, typer.Option("--question", "-q", help="Ask this (repeatable) and end; without it, questions are read from the terminal (or standard input), one per line, until an empty line.")] = None,
+    frame: Annotated[str | None, typer.Option("--frame", metavar="dialogue|quotes|letter|diary", help="How questions are put; default: [interview] frame (auto: the target author's own dialogue layout).")] = None,
+    voice: Annotated[str | None, typer.Option("--voice", metavar="NAME|A=W,...", help="A run with voices: answer in this voice (default: the target's).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="The run (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint-N, best, last; default: best if evaluated, else last.")] = AUTO,
+    preset: Annotated[str | None, typer.Option("--preset", help="Decoding preset; default: [generate] preset.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the first answer (the next ones count up from it).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens an answer may take; default: [interview] max_new_tokens.")] = None,
+    guard: Annotated[int | None, typer.Option("--guard", metavar="N", help="Never copy N tokens in a row from the training texts; 0 = off.")] = None,
+    save: Annotated[Path | None, typer.Option("--save", metavar="FILE", help="Keep the conversation, in its frame, in FILE (rewritten after every answer).")] = None,
+) -> None:
+    """A conversation with the double: each question in the author's prose frame, each answer cut at its turn's end."""
+    import sys
+    from dataclasses import replace
+
+    from dvoinik.atomic import atomic_write_text
+    from dvoinik.generation.interview import Turn, answer_length, ask, frame_from_settings, transcript
+    from dvoinik.workspace import with_overrides
+
+    ws = open_workspace(ctx)
+    settings = with_overrides(ws.interview, {"frame": frame} if frame else {}, "--frame")
+    chosen_frame, detection = frame_from_settings(settings, ws.language, ws.corpus_dir)
+    first_seed = with_seed(decoding_for("greedy"), seed).seed
+    err, out = _console(stderr=True), _console()
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    with err.status("loading the double") as status:
+        double = load_double(ws, run, checkpoint, on_progress=lambda message: status.update(message))
+    decoding = decoding_for(preset or ws.generate.preset, max_new_tokens=max_new_tokens if max_new_tokens is not None
+                            else answer_length(double, settings.max_new_tokens))
+    chosen_voice = parse_voice(voice, double.voices) if voice is not None else None
+    why = f" (the target's texts: {detection.dash_paragraphs} of {detection.paragraphs} paragraphs open with a " \
+          f"dash, {detection.quote_paragraphs} with a quote)" if detection else ""
+    err.print(Text(f"{double.checkpoint} · frame {chosen_frame.name}{why}"
+                   + (f" · voice {describe(chosen_voice)}" if chosen_voice else ""), style="dim"), soft_wrap=True)
+    interactive = questions is None and sys.stdin.isatty()
+    if interactive:
+        err.print(Text("Ask a question (an empty line ends the interview).", style="dim"))
+    pending = iter(questions) if questions is not None else None
+    turns: list[Turn] = []
+    guard_n = ws.generate.guard if guard is None else guard
+    while True:
+        if pending is not None:
+            question = next(pending, "")
+        else:
+            line = input("? ") if interactive else sys.stdin.readline()
+            question = line.strip()
+        if not question.strip():
+            break
+        out.print(Text(chosen_frame.asked(question).rstrip(" "), style="bold"), end="", soft_wrap=True)
+        answer = ask(double, chosen_frame, turns, question, replace(decoding, seed=first_seed + len(turns)), guard_n,
+                     chosen_voice, on_text=lambda _, piece: out.print(Text(piece, style="cyan"), end="", soft_wrap=True))
+        out.print()
+        out.print(Text(_copy_line(answer.variant), style="dim"), soft_wrap=True)
+        turns.append(Turn(question, answer.text))
+        if save is not None:
+            atomic_write_text(save, transcript(chosen_frame, turns))
+    if save is not None and turns:
+        err.print(Text(f"{len(turns)} turn(s) kept in {save}", style="dim"))
 
 
 # ---------------------------------------------------------------- check
@@ -647,11 +754,31 @@ def evaluate_command(
                   f"{report['ceiling']['longest_span']['mean']:.1f} / {report['ceiling']['longest_span']['max']:.0f}",
                   "", "", style="dim")
     out.print(table)
+    if "voices" in report:
+        _print_voice_matrices(out, report["voices"])
     verdict = f"Recommended: {result.recommended} ({report['reason']})" if result.recommended else \
         f"No recommendation: {report['reason']}"
     out.print(Text(verdict, style="bold green" if result.recommended else "bold red"), soft_wrap=True)
     out.print(Text(f"Rule: {report['rule']}", style="dim"), soft_wrap=True)
     out.print(f"Report: {result.folder / 'report.html'} (and report.json, plots/)")
+
+
+def _print_voice_matrices(out: Console, voices: dict) -> None:
+    """The attribution matrix of a run with voices, beside the same matrix for real held-out text."""
+    from dvoinik.evaluation.voices import AttributionMatrix, matrix_rows
+
+    tables = []
+    for key, title in (("samples", f"Voices of {voices['checkpoint']}: whose text each voice reads like"),
+                       ("real", "Real held-out text: the same measure")):
+        matrix = AttributionMatrix(**voices[key])
+        table = Table("voice" if key == "samples" else "author", *matrix.authors, "texts", title=title,
+                      title_justify="left")
+        for row in matrix_rows(matrix):
+            table.add_row(*row, str(matrix.samples[row[0]]))
+        tables.append(table)
+    from rich.columns import Columns
+
+    out.print(Columns(tables))
 
 
 # ---------------------------------------------------------------- serve
@@ -690,6 +817,9 @@ def serve_command(
                             f"{server.context_tokens} tokens · queue {server.settings.queue_size}"))
     out.print(Text.assemble("Studio: ", (f"{address}/", "bold cyan"), " · KoboldAI: ", f"{address}/api",
                             " · OpenAI: ", f"{address}/v1"), soft_wrap=True)
+    if server.engine.double.voices:
+        out.print(Text(f"Voices: {', '.join(server.engine.double.voices)} (the first by default; OpenAI models "
+                       f"dvoinik:<voice>)", style="dim"), soft_wrap=True)
     out.print(Text(f"Studio data: {ws.root / 'studio' / 'studio.sqlite3'}" +
                    (" · API key required" if api_key else " · no API key (this computer only)"), style="dim"),
               soft_wrap=True)

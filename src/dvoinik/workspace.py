@@ -160,6 +160,8 @@ class TrainSettings:
     lora_alpha: float = _setting(32.0, "LoRA alpha (the update is scaled by alpha / r)", lambda v: v > 0.0, "above 0")
     lora_dropout: float = _setting(0.05, "dropout on the LoRA input", lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
     lora_targets: str = _setting("", "comma-separated module names for LoRA; empty = chosen by architecture")
+    voices: bool = _setting(False, "one model, many voices: every training block starts with its author's marker "
+                                   "token, and `generate --voice NAME` (or A=0.7,B=0.3) picks or mixes them")
 
 
 PRESETS = ("coherent", "nucleus", "greedy", "beam")  # their values are in generation/decoding.py
@@ -246,6 +248,46 @@ class EvaluateSettings:
     seed: int = _setting(0, "seed for the samples (every checkpoint gets the same draws)")
 
 
+FRAMES = ("auto", "dialogue", "quotes", "letter", "diary")  # their texts are in generation/interview.py
+
+
+@dataclass(frozen=True)
+class InterviewSettings:
+    """[interview]: how `dvoinik interview`, the studio's interview and the OpenAI chat API frame a question."""
+
+    frame: str = _setting("auto", "how a question is put to the double: dialogue (lines led by dashes), quotes, "
+                                  "letter, diary; auto = the target author's own dialogue layout",
+                          lambda v: v in FRAMES, "one of: " + ", ".join(FRAMES))
+    preamble: str = _setting("", "text before the conversation (who is asked, where); empty = none")
+    question: str = _setting("", "how a question is written, with {question} in it; empty = the frame's own",
+                             lambda v: not v or "{question}" in v, "empty or a text with {question} in it")
+    answer: str = _setting("", "how the double's answer opens (it writes on from here); empty = the frame's own")
+    end: str = _setting("", "where the answer's turn ends (the text is cut there); empty = the frame's own")
+    max_new_tokens: int = _setting(120, "tokens an answer may take", lambda v: v >= 1, "1 or more")
+
+
+@dataclass(frozen=True)
+class DpoSettings:
+    """[dpo]: preference optimisation on the writer's picks (`dvoinik train --method dpo`)."""
+
+    beta: float = _setting(0.1, "DPO beta: how far the double may move from the checkpoint it starts from "
+                                "(lower = further)", lambda v: v > 0.0, "above 0")
+    learning_rate: float = _setting(0.0, "peak learning rate; 0 = by the source run's method (1e-4 from scratch, "
+                                         "5e-6 full fine-tune, 5e-5 LoRA)", lambda v: 0.0 <= v < 1.0,
+                                    "at least 0 and below 1")
+    max_steps: int = _setting(200, "optimizer steps", lambda v: v >= 1, "1 or more")
+    batch_size: int = _setting(8, "pairs per optimizer step", lambda v: v >= 1, "1 or more")
+    held_out: float = _setting(0.2, "share of the pairs kept out of training to measure preference accuracy",
+                               lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")
+    max_prompt_tokens: int = _setting(256, "a pair's context is cut from the left to this many tokens",
+                                      lambda v: v >= 1, "1 or more")
+    max_answer_tokens: int = _setting(256, "chosen and rejected texts are cut to this many tokens",
+                                      lambda v: v >= 1, "1 or more")
+    save_every: int = _setting(100, "write a checkpoint every this many steps (and always at the end)",
+                               lambda v: v >= 1, "1 or more")
+    seed: int = _setting(1234, "seed of the held-out split and the order of the pairs")
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -258,6 +300,8 @@ class Workspace:
     check: CheckSettings = CheckSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     serve: ServeSettings = ServeSettings()
+    interview: InterviewSettings = InterviewSettings()
+    dpo: DpoSettings = DpoSettings()
 
     @property
     def config_path(self) -> Path:
@@ -334,6 +378,8 @@ def render_config(name: str, language: str) -> str:
         ("check", CheckSettings, "What `dvoinik check` and the copy scores count as copied."),
         ("evaluate", EvaluateSettings, "How `dvoinik evaluate` measures checkpoints and picks one."),
         ("serve", ServeSettings, "How `dvoinik serve` runs the studio and the KoboldAI/OpenAI APIs."),
+        ("interview", InterviewSettings, "How `dvoinik interview` and the studio's interview put questions to the double."),
+        ("dpo", DpoSettings, "How `dvoinik train --method dpo` learns from the writer's picks."),
     ):
         lines += ["", f"# {comment}", f"[{table}]"] + _settings_lines(cls)
     lines += [
@@ -533,13 +579,15 @@ def parse_workspace(root: Path, doc: dict) -> Workspace:
     check = parse_settings(CheckSettings, f"{config}: [check]", doc.get("check", {}))
     evaluate = parse_settings(EvaluateSettings, f"{config}: [evaluate]", doc.get("evaluate", {}))
     serve = parse_settings(ServeSettings, f"{config}: [serve]", doc.get("serve", {}))
+    interview = parse_settings(InterviewSettings, f"{config}: [interview]", doc.get("interview", {}))
+    dpo = parse_settings(DpoSettings, f"{config}: [dpo]", doc.get("dpo", {}))
     raw_sources = doc.get("sources", [])
     if not isinstance(raw_sources, list):
         raise WorkspaceError(f"{config}: sources must be an array of tables ([[sources]]), got {raw_sources!r}")
     sources = tuple(_parse_source(config, root, i, t) for i, t in enumerate(raw_sources, start=1))
     _check_consistency(str(config), sources)
     return Workspace(root=root, name=name, language=language, sources=sources, corpus=corpus, train=train,
-                     generate=generate, check=check, evaluate=evaluate, serve=serve)
+                     generate=generate, check=check, evaluate=evaluate, serve=serve, interview=interview, dpo=dpo)
 
 
 def load_workspace(root: Path) -> Workspace:

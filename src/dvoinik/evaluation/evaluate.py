@@ -36,6 +36,7 @@ import numpy as np
 
 from dvoinik.atomic import building_folder
 from dvoinik.evaluation.stylometry import StyleError, StyleModel, attribute_many, load_or_fit_workspace_model
+from dvoinik.evaluation.voices import voice_matrices, voice_passages, voiced_prompt_rows
 from dvoinik.generation.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation.decoding import decoding_for
 from dvoinik.generation.double import Double, load_checkpoint
@@ -235,8 +236,12 @@ def reproduces(generated: str, real: str) -> bool:
 # ---------------------------------------------------------------- one checkpoint
 
 
-def held_out_perplexity(model: Any, token_set: TokenSet, block_size: int, blocks: int) -> dict[str, float | None]:
-    """Perplexity on the target's held-out works and on the influences', on the blocks training measures."""
+def held_out_perplexity(model: Any, token_set: TokenSet, block_size: int, blocks: int,
+                        markers: dict[str, int] | None = None) -> dict[str, float | None]:
+    """Perplexity on the target's held-out works and on the influences', on the blocks training measures.
+
+    A run with voices reads each author's blocks after their marker, as it was trained.
+    """
     import torch
 
     device = next(model.parameters()).device
@@ -246,7 +251,8 @@ def held_out_perplexity(model: Any, token_set: TokenSet, block_size: int, blocks
     for group, authors in groups.items():
         loss_sum, count = 0.0, 0
         for author in authors:
-            for block in validation_blocks(token_set.open("val", author), block_size, blocks):
+            for block in validation_blocks(token_set.open("val", author), block_size, blocks,
+                                           markers.get(author.name) if markers else None):
                 ids = torch.from_numpy(block).unsqueeze(0).to(device)
                 with torch.no_grad():
                     loss_sum += float(next_token_loss(model, ids)) * (ids.shape[1] - 1)
@@ -257,12 +263,15 @@ def held_out_perplexity(model: Any, token_set: TokenSet, block_size: int, blocks
 
 def generate_batched(double: Double, prompts: list[list[int]], preset: str, new_tokens: int, seed: int,
                      batch_size: int = 16) -> list[list[int]]:
-    """Continuations of equal-length prompts, in batches, with one seed per batch (so runs repeat)."""
+    """Continuations of equal-length prompts, in batches, with one seed per batch (so runs repeat).
+
+    A run with voices writes in its target's voice (its marker first).
+    """
     import torch
 
     out: list[list[int]] = []
     for first in range(0, len(prompts), batch_size):
-        batch = torch.tensor(prompts[first : first + batch_size])
+        batch = voiced_prompt_rows(double, torch.tensor(prompts[first : first + batch_size]))
         decoding = decoding_for(preset, max_new_tokens=new_tokens, seed=seed + first)
         out += sample_ids(double, batch, decoding)
     return out
@@ -275,7 +284,7 @@ def evaluate_checkpoint(
 ) -> dict:
     double = load_checkpoint(checkpoint.path, index)  # on the GPU when there is one
     result: dict[str, Any] = {"name": checkpoint.path.name, "step": checkpoint.step}
-    result.update(held_out_perplexity(double.model, token_set, block_size, eval_blocks))
+    result.update(held_out_perplexity(double.model, token_set, block_size, eval_blocks, double.voices or None))
 
     # Lengths come from the passages: evaluate_run fitted them to what the model was trained on.
     samples = generate_batched(double, [p.prompt for p in prompts], settings.preset, len(prompts[0].continuation),
@@ -310,6 +319,17 @@ def evaluate_checkpoint(
     else:
         result["extraction"] = {"prompts": 0, "exact_share": None, "mean_longest_span": None}
     return result
+
+
+def voice_report_of(checkpoint: Checkpoint, index: CopyIndex, style: StyleModel, token_set: TokenSet,
+                    starts: np.ndarray, settings: EvaluateSettings, sample_tokens: int) -> dict:
+    """The attribution matrix of a run with voices (evaluation/voices.py), beside real held-out text's."""
+    double = load_checkpoint(checkpoint.path, index)
+    per_author = max(1, settings.prompts // max(1, len(token_set.authors)))
+    found = voice_passages(token_set, per_author, settings.prompt_tokens, sample_tokens, starts)
+    voices, real = voice_matrices(double, style, found, settings.preset, sample_tokens, settings.seed)
+    return {"checkpoint": checkpoint.path.name, "prompts": len(found), "samples": voices.to_json(),
+            "real": real.to_json()}
 
 
 # ---------------------------------------------------------------- the rule
@@ -384,8 +404,9 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
     train_settings = chosen.record.get("settings", {})
     block_size = int(train_settings.get("block_size", ws.train.block_size))
     eval_blocks = int(train_settings.get("eval_blocks", ws.train.eval_blocks))
-    # Prompt and sample stay within the positions the model was trained on.
-    trained = chosen.trained_length
+    # Prompt and sample stay within the positions the model was trained on (a voice's marker takes one).
+    voices = bool(chosen.record.get("voices"))
+    trained = chosen.trained_length - voices if chosen.trained_length else None
     sample_tokens = min(settings.sample_tokens, trained - settings.prompt_tokens) if trained else settings.sample_tokens
     extraction_tokens = min(EXTRACTION_TOKENS, trained // 2) if trained else EXTRACTION_TOKENS
     if sample_tokens < 8:
@@ -419,8 +440,13 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         step(f"evaluating {checkpoint.path.name}", number)
         results.append(evaluate_checkpoint(checkpoint, tokenizer, token_set, index, style, prompts, extraction,
                                            settings, min_tokens, block_size, eval_blocks, words, min_words))
-    step("writing the report", len(checkpoints))
     recommended, reason = recommend(results, settings)
+    voice_report = None
+    if voices and style is not None:
+        shown = next((c for c in checkpoints if c.path.name == recommended), checkpoints[-1])
+        step(f"voices of {shown.path.name}", len(checkpoints))
+        voice_report = voice_report_of(shown, index, style, token_set, starts, settings, sample_tokens)
+    step("writing the report", len(checkpoints))
     report = {
         "run": chosen.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -440,6 +466,7 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         "ceiling": {**asdict(ceiling), "longest_span": summarize(ceiling.longest_spans),
                     "longest_token_span": summarize(ceiling.longest_token_spans)},
         "checkpoints": results,
+        **({"voices": voice_report} if voice_report else {}),
     }
     folder = chosen.folder / EVALUATION_DIR
     with building_folder(folder) as staging:

@@ -226,6 +226,28 @@ tr.chosen { background: #e8f5e9; font-weight: 600; } tr.real { color: #555; font
 """
 
 
+def voices_html(report: dict) -> str:
+    """A run with voices: its attribution matrix beside real held-out text's ("" for a run without voices)."""
+    voices = report.get("voices")
+    if not voices:
+        return ""
+    parts = [f"<h2>Voices of {html.escape(voices['checkpoint'])}</h2>",
+             f"<p class=\"meta\">Each voice continues the same {voices['prompts']} prompts, taken evenly from every "
+             "author's held-out works; a cell is the share of the row's texts the stylometry model gives to the "
+             "column's author. The diagonal is what the markers achieve; real text shows how far texts this short "
+             "can be attributed at all.</p>"]
+    for key, label in (("samples", "voice"), ("real", "real held-out text of")):
+        matrix = voices[key]
+        head = "".join(f"<th>{html.escape(a)}</th>" for a in matrix["authors"])
+        own = ' class="chosen"'
+        rows = "".join(
+            f"<tr><td>{html.escape(label)} {html.escape(name)}</td>"
+            + "".join(f"<td{own if a == name else ''}>{_percent(shares.get(a, 0.0))}</td>" for a in matrix["authors"])
+            + f"<td>{matrix['samples'][name]}</td></tr>" for name, shares in matrix["rows"].items())
+        parts.append(f"<table><thead><tr><th></th>{head}<th>texts</th></tr></thead><tbody>{rows}</tbody></table>")
+    return "\n".join(parts)
+
+
 def render_html(report: dict, images: dict[str, bytes]) -> str:
     recommended = report["recommended"]
     verdict = (f"<div class=\"verdict\">Recommended: <b>{html.escape(recommended)}</b> — {html.escape(report['reason'])}. "
@@ -250,6 +272,7 @@ target's held-out works, {report.get('sample_tokens', settings['sample_tokens'])
 {_table(report)}
 <h2>Measures against the step</h2>
 <div class="plots">{figures}</div>
+{voices_html(report)}
 {_examples(report)}
 </body></html>
 """

@@ -12,6 +12,7 @@ from dvoinik.generation.decoding import GenerationError
 from dvoinik.generation.wordindex import WordIndex, open_word_index
 from dvoinik.runs import AUTO, Run, find_run, resolve_checkpoint, run_token_set
 from dvoinik.training.models import adapter_base, is_adapter_folder, load_base_model, load_checkpoint_model
+from dvoinik.voices import markers_of
 from dvoinik.workspace import Workspace
 
 
@@ -28,6 +29,7 @@ class Double:
     styles: dict[str, str] = field(default_factory=dict)  # a style mix: run name → its adapter's name in the model
     mix: dict[str, float] = field(default_factory=dict)  # the weights of the mix now active
     words: WordIndex | None = None  # the training texts as normalised words (copy scores' word measure)
+    voices: dict[str, int] = field(default_factory=dict)  # a run with voices: author -> marker id (target first)
 
     @property
     def eos_id(self) -> int | None:
@@ -40,8 +42,12 @@ def load_checkpoint(folder: Path, index: CopyIndex | None = None, label: str | N
     from transformers import AutoTokenizer
 
     model = _ready(load_checkpoint_model(folder))
-    return Double(model, AutoTokenizer.from_pretrained(folder), label or folder.name, index, _context_length(model),
-                  trained_length, words=words)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    voices = markers_of(tokenizer)
+    if voices:  # a marker starts a text; the double never writes one
+        model.generation_config.suppress_tokens = list(voices.values())
+    return Double(model, tokenizer, label or folder.name, index, _context_length(model), trained_length,
+                  words=words, voices=voices)
 
 
 def load_double(

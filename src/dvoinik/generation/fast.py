@@ -145,7 +145,12 @@ def sample(
     next step, all while the GPU computes the next logits.
     """
     import torch
-    from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor
+    from transformers import (
+        LogitsProcessorList,
+        MinNewTokensLengthLogitsProcessor,
+        SuppressTokensAtBeginLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+    )
 
     batch, prompt_length = input_ids.shape
     device = input_ids.device
@@ -155,6 +160,14 @@ def sample(
     processors = LogitsProcessorList()
     if min_new_tokens and eos_token_id is not None:  # first, as generate puts it
         processors.append(MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, eos_token_id, device=device))
+    # What generate takes from the model's generation config: a voices run's markers are never written, and an
+    # interview's answer may not open with a token that ends its turn (generation/voices.py, interview.py).
+    config = causal_model(model).generation_config
+    if config.suppress_tokens:
+        processors.append(SuppressTokensLogitsProcessor(config.suppress_tokens, device=device))
+    if config.begin_suppress_tokens:
+        processors.append(SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens, prompt_length,
+                                                               device=device))
     processors.extend(logits_processor or [])
     before, guard, after = _split_at_guard(processors)
 

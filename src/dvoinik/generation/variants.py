@@ -20,6 +20,7 @@ from dvoinik.generation.decoding import Decoding, GenerationError, logits_proces
 from dvoinik.generation.double import Double
 from dvoinik.generation.guard import originality_guard
 from dvoinik.generation.streamer import StopStringsCriterion, VariantStreamer, cut_at_stop, decode_continuation
+from dvoinik.generation.voices import Voice, default_voice, sample_mixed, voiced_ids
 from dvoinik.generation.wordindex import WordIndex
 from dvoinik.tokens import added_prefix
 
@@ -61,6 +62,7 @@ class Generation:
     decoding: Decoding
     guard: int
     variants: list[Variant] = field(default_factory=list)
+    voice: Voice | None = None  # a run with voices: the voice (or mix) it wrote in
 
     def to_json(self) -> dict:
         return {
@@ -68,6 +70,7 @@ class Generation:
             "guard": self.guard, "decoding": {**asdict(self.decoding), "stop": list(self.decoding.stop)},
             "variants": [{"text": v.text, "new_tokens": v.new_tokens, "finish_reason": v.finish_reason,
                           "copy": asdict(v.copy) if v.copy else None} for v in self.variants],
+            **({"voice": self.voice} if self.voice else {}),
         }
 
 
@@ -126,11 +129,13 @@ def prompt_ids(double: Double, prompt: str, max_new_tokens: int) -> Any:
 def generate(
     double: Double, prompt: str, decoding: Decoding, n: int = 1, guard: int = 0,
     on_text: Callable[[int, str], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    voice: Voice | None = None,
 ) -> Generation:
     """`n` continuations of `prompt` in one batched call; `on_text(variant, new_text)` streams them (not beams).
 
     `should_stop()` is asked after every step; when it answers True, every variant ends
-    where it is, with finish reason "abort".
+    where it is, with finish reason "abort". A double with voices writes in `voice`
+    (generation/voices.py), by default its target's.
     """
     if n < 1:
         raise GenerationError(f"n = {n}: ask for 1 variant or more")
@@ -141,11 +146,20 @@ def generate(
     if decoding.num_beams > 1 and n > decoding.num_beams:
         raise GenerationError(f"--n {n} with beam search: at most num_beams ({decoding.num_beams}) variants")
     ids = prompt_ids(double, prompt, decoding.max_new_tokens)
+    if voice and not double.voices:
+        raise GenerationError(f"{double.checkpoint}: this run has no voices (train it with [train] voices = true)")
+    voice = voice or default_voice(double.voices)
+    if voice:
+        ids = voiced_ids(double.voices, ids, voice, decoding.max_new_tokens,
+                         double.trained_length or double.context_length, double.eos_id)
     streamer = VariantStreamer(double.tokenizer, n, decoding.stop, on_text) if on_text and decoding.num_beams == 1 else None
-    rows = sample_ids(double, ids, decoding, guard, n, streamer, should_stop)
+    if voice and len(voice) > 1:  # a mix: one pass per voice, their logits weighted (generation/voices.py)
+        rows = sample_mixed(double, ids[:, 1:], voice, decoding, guard, n, streamer, should_stop)
+    else:
+        rows = sample_ids(double, ids, decoding, guard, n, streamer, should_stop)
     aborted = should_stop is not None and should_stop()
     variants = [_variant(double, row, decoding, aborted, guard) for row in rows]
-    return Generation(prompt, int(ids.shape[1]), double.checkpoint, decoding, guard, variants)
+    return Generation(prompt, int(ids.shape[1]), double.checkpoint, decoding, guard, variants, voice)
 
 
 def sample_ids(

@@ -69,6 +69,7 @@ class Server:
     loopback: bool = True  # bound to a loopback address only
     style: dict[str, float] = field(default_factory=dict)  # a style mix's weights as loaded (the default mix)
     in_flight: dict[str, Any] = field(default_factory=dict)  # KoboldAI requests in flight, by genkey
+    interview: Any = None  # the interview frame ([interview], else detected from the corpus); None: the default
 
     @property
     def context_tokens(self) -> int:
@@ -169,7 +170,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, dict[str, lis
 
 
 def create_app(server: Server) -> FastAPI:
-    from dvoinik.serve import blind_api, kobold, openai_api, studio_api
+    from dvoinik.serve import blind_api, interview_api, kobold, openai_api, studio_api
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -259,6 +260,7 @@ def create_app(server: Server) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(studio_api.router)
     app.include_router(blind_api.router)
+    app.include_router(interview_api.router)
     app.include_router(kobold.router)
     app.include_router(openai_api.router)
     return app

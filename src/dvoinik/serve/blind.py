@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dvoinik.evaluation.evaluate import target_passages, word_starts
+from dvoinik.evaluation.voices import voiced_prompt_rows
 from dvoinik.generation.decoding import decoding_for
 from dvoinik.generation.double import Double
 from dvoinik.generation.variants import sample_ids
@@ -165,7 +166,7 @@ def blind_material(double: Double, token_set: TokenSet, passages: int, preset: s
     """Openings from the target's held-out works, the real continuations, and the double's of equal token length."""
     import torch
 
-    trained = double.trained_length or double.context_length or 512
+    trained = (double.trained_length or double.context_length or 512) - (1 if double.voices else 0)  # a marker
     prompt_tokens = max(8, min(48, trained // 4))
     continuation = max(16, min(160, trained - prompt_tokens))
     found = target_passages(token_set, "val", passages, prompt_tokens, continuation, word_starts(double.tokenizer))
@@ -175,7 +176,8 @@ def blind_material(double: Double, token_set: TokenSet, passages: int, preset: s
     for first in range(0, len(found), 16):
         if stop is not None and stop():
             break
-        batch = torch.tensor(np.array([p.prompt for p in found[first : first + 16]]))
+        # A double with voices writes in its target's: the marker first, as in training.
+        batch = voiced_prompt_rows(double, torch.tensor(np.array([p.prompt for p in found[first : first + 16]])))
         decoding = decoding_for(preset, max_new_tokens=continuation, seed=seed + first)
         # The double writes as long as the writer did: a text ending early would give itself away.
         made += sample_ids(double, batch, decoding, guard if double.index is not None else 0,

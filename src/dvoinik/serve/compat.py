@@ -12,6 +12,7 @@ from pydantic import BaseModel, field_validator
 
 from dvoinik.generation.decoding import PRESET_VALUES, Decoding, decoding_for, random_seed
 from dvoinik.generation.variants import Variant
+from dvoinik.generation.voices import Voice, check_voice, parse_voice
 from dvoinik.serve.app import Server
 
 MAX_STOP_STRINGS = 64
@@ -103,3 +104,14 @@ def check_text(server: Server, chars: int, name: str) -> None:
 
 def copy_json(variant: Variant) -> dict | None:
     return asdict(variant.copy) if variant.copy else None
+
+
+def client_voice(server: Server, value: str | dict[str, float] | None) -> Voice | None:
+    """A client's voice ("NAME", "A=0.7,B=0.3" or {"A": 0.7, "B": 0.3}) for a run with voices; None = the target's.
+
+    GenerationError (the API's 400/422) names a voice the double does not have.
+    """
+    if value is None or value == "" or value == {}:
+        return None
+    voices = server.engine.double.voices
+    return parse_voice(value, voices) if isinstance(value, str) else check_voice(value, voices)

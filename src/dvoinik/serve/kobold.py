@@ -38,6 +38,7 @@ from dvoinik.serve.compat import (
     check_text,
     check_variants,
     client_decoding,
+    client_voice,
     copy_json,
     invalid,
 )
@@ -75,6 +76,7 @@ class GenerateInput(RequestModel):
     trim_stop: bool = True
     genkey: Annotated[str, Field(max_length=100)] | None = None
     grammar: str | None = None  # only empty: a grammar would change the answer, and the double has none
+    voice: Annotated[str, Field(max_length=1000)] | dict[Annotated[str, Field(max_length=200)], float] | None = None
     # Accepted for compatibility and ignored (validated, so a wrong type is still an error):
     rep_pen_range: Annotated[int, Field(ge=0)] | None = None
     rep_pen_slope: Annotated[float, Field(ge=0)] | None = None
@@ -210,7 +212,8 @@ async def _start(request: Request, body: GenerateInput) -> tuple[Server, Decodin
     # A long story takes a while to tokenize: not on the event loop.
     prompt = await run_in_threadpool(kobold_prompt, server.engine.double, body.memory, body.prompt,
                                      body.max_context_length, body.max_length)
-    job = submit_logged(server, "kobold", prompt, decoding, body.n, server.generate.guard)
+    job = submit_logged(server, "kobold", prompt, decoding, body.n, server.generate.guard,
+                        voice=client_voice(server, body.voice))
     key = genkey_of(job, body)
     in_flight(request)[key] = Running(job)
     return server, decoding, job, key

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dvoinik.generation.double import load_double
+from dvoinik.generation.interview import frame_from_settings
 from dvoinik.runs import AUTO
 from dvoinik.workspace import Workspace
 
@@ -69,8 +70,9 @@ def open_server(
         raise
     # A style mix's runs share one base and corpus: the first one's held-out texts serve its blind tests.
     run_name = next(iter(style)) if style else run if run is not None else double.checkpoint.split("/")[0]
+    frame, _ = frame_from_settings(ws.interview, ws.language, ws.corpus_dir)
     return Server(Engine(double, settings.queue_size), store, settings, ws.generate, api_key, ws, run_name,
-                  loopback=is_loopback(settings.host), style=dict(double.mix))
+                  loopback=is_loopback(settings.host), style=dict(double.mix), interview=frame)
 
 
 def check_port(host: str, port: int) -> None:

@@ -3,9 +3,10 @@
     client = OpenAI(base_url="http://127.0.0.1:5001/v1", api_key="KEY or anything")
     client.completions.create(model="double", prompt="В то утро она", max_tokens=60, n=3, seed=7)
 
-The double is a prose model, not a chat model: a chat request becomes one prose prompt,
-the contents of its messages in order joined by a blank line, and the reply is the
-double's continuation of that text. Settings go on top of the server's preset
+The double is a prose model, not a chat model: a chat request becomes an interview in the
+author's own prose frame (generation/interview.py: system messages open it, user messages
+are the questions, assistant messages the double's earlier answers), and the reply is the
+double's answer, cut where its turn ends. Settings go on top of the server's preset
 ([generate] preset): `temperature` 0 is greedy, any other temperature samples. The
 originality guard ([generate] guard) stays on, and every generation goes into the studio's
 generation log (source "openai"). A field that would change the answer and
@@ -18,13 +19,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field
 
-from dvoinik.generation.decoding import Decoding
+from dvoinik.generation.decoding import Decoding, GenerationError
+from dvoinik.generation.interview import Frame, Turn, answer_decoding, context_room, framed_prompt
 from dvoinik.generation.variants import Generation
 from dvoinik.serve.app import Server, server_of
 from dvoinik.serve.compat import (
@@ -35,10 +39,12 @@ from dvoinik.serve.compat import (
     check_text,
     check_variants,
     client_decoding,
+    client_voice,
     copy_json,
     invalid,
 )
 from dvoinik.serve.engine import Job
+from dvoinik.serve.interview_api import server_frame
 from dvoinik.serve.streaming import aborted_if_client_leaves, job_stream, sse, submit_logged
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -59,7 +65,8 @@ class Sampling(RequestModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = None  # any name is accepted: the server has one double
+    model: str | None = None  # any name is accepted: the server has one double ("dvoinik:<voice>" picks a voice)
+    voice: Annotated[str, Field(max_length=1000)] | dict[Annotated[str, Field(max_length=200)], float] | None = None
     n: Annotated[int, Field(ge=1)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -132,9 +139,53 @@ class ChatInput(Sampling):
     response_format: dict[str, Any] | None = None
 
 
-def chat_prose(messages: list[Message]) -> str:
-    """The prose the double continues: every message's text, whatever its role, joined by a blank line."""
-    return "\n\n".join(text for text in (m.text() for m in messages) if text.strip())
+@dataclass(frozen=True)
+class ChatConversation:
+    """A chat as an interview: what opens it, the turns so far, the question asked, the answer's start (if any)."""
+
+    opening: str
+    turns: list[Turn]
+    question: str
+    prefill: str = ""
+
+
+def chat_conversation(messages: list[Message]) -> ChatConversation:
+    """system and developer messages open the conversation; each user message asks (consecutive ones are one
+    question); each assistant message answers the question before it. A chat that ends with an assistant
+    message asks for that answer to be continued."""
+    opening: list[str] = []
+    turns: list[Turn] = []
+    asking: list[str] = []
+    for message in messages:
+        text = message.text().strip()
+        if not text:
+            continue
+        if message.role in ("system", "developer"):
+            opening.append(text)
+        elif message.role == "user":
+            asking.append(text)
+        elif asking:
+            turns.append(Turn(" ".join(asking), text))
+            asking = []
+        else:  # an answer to no question (a greeting first): it sets the scene
+            opening.append(text)
+    if asking:
+        return ChatConversation("\n\n".join(opening), turns, " ".join(asking))
+    if not turns:
+        raise invalid("messages", "a chat needs a user message: the double answers questions")
+    last = turns.pop()
+    return ChatConversation("\n\n".join(opening), turns, last.question, last.answer)
+
+
+def chat_prompt(server: Server, conversation: ChatConversation, max_new_tokens: int) -> tuple[str, Frame]:
+    """The framed prompt of a chat (the frame's preamble, then the chat's opening), and the frame."""
+    frame = server_frame(server)
+    opening = "\n\n".join(part for part in (frame.preamble.strip(), conversation.opening) if part)
+    frame = replace(frame, preamble=opening)
+    double = server.engine.double
+    prompt = framed_prompt(frame, conversation.turns, conversation.question, double.tokenizer,
+                           context_room(double, max_new_tokens), conversation.prefill)
+    return prompt.text, frame
 
 
 # ---------------------------------------------------------------- shared
@@ -166,8 +217,31 @@ def _decoding(server: Server, body: Sampling, max_new_tokens: int, text_chars: i
                            repetition_penalty=body.repetition_penalty)
 
 
-def _submit(server: Server, prompt: str, decoding: Decoding, body: Sampling) -> Job:
-    return submit_logged(server, "openai", prompt, decoding, body.n, server.generate.guard, stream=body.stream)
+VOICE_MODEL = "dvoinik:"  # model names "dvoinik:<voice>" (and "dvoinik:A=0.7,B=0.3") pick a run's voice
+
+
+def model_voice(server: Server, body: Sampling) -> Any:
+    """The voice a request asks for: its `voice` field, else a model named "dvoinik:<voice>"; None = the target's."""
+    if body.voice is not None:
+        return client_voice(server, body.voice)
+    if body.model and body.model.startswith(VOICE_MODEL):
+        try:
+            return client_voice(server, body.model[len(VOICE_MODEL):])
+        except GenerationError as exc:
+            raise invalid("model", str(exc)) from None
+    return None
+
+
+def model_name(server: Server, body: Sampling) -> str:
+    """The model a response names: the voice model asked for, else the checkpoint."""
+    if body.model and body.model.startswith(VOICE_MODEL) and server.engine.double.voices:
+        return body.model
+    return server.engine.double.checkpoint
+
+
+def _submit(server: Server, prompt: str, decoding: Decoding, body: Sampling, frame: Frame | None = None) -> Job:
+    return submit_logged(server, "openai", prompt, decoding, body.n, server.generate.guard, stream=body.stream,
+                         voice=model_voice(server, body), frame=frame)
 
 
 async def _result(request: Request, job: Job) -> Generation:
@@ -216,23 +290,28 @@ def _stream(job: Job, n: int, chunk: Any, piece: Any, include_usage: bool,
 # ---------------------------------------------------------------- models
 
 
-def _model(server: Server) -> dict:
+def _model(model_id: str) -> dict:
     # created: the checkpoint's time is not known here, and a made-up one would be worse than 0.
-    return {"id": server.engine.double.checkpoint, "object": "model", "created": 0, "owned_by": "dvoinik"}
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "dvoinik"}
+
+
+def model_ids(server: Server) -> list[str]:
+    """The checkpoint, then one "dvoinik:<voice>" per voice of a run with voices."""
+    return [server.engine.double.checkpoint] + [VOICE_MODEL + name for name in server.engine.double.voices]
 
 
 @router.get("/models")
 def models(request: Request) -> dict:
-    return {"object": "list", "data": [_model(server_of(request))]}
+    return {"object": "list", "data": [_model(name) for name in model_ids(server_of(request))]}
 
 
 @router.get("/models/{model_id:path}")
 def model(request: Request, model_id: str) -> dict:
     server = server_of(request)
-    if model_id != server.engine.double.checkpoint:
+    if model_id not in model_ids(server):
         raise HTTPException(404, f"The model '{model_id}' does not exist; this server has "
-                                 f"'{server.engine.double.checkpoint}'")
-    return _model(server)
+                                 f"{', '.join(repr(m) for m in model_ids(server))}")
+    return _model(model_id)
 
 
 # ---------------------------------------------------------------- completions
@@ -251,7 +330,7 @@ async def completions(request: Request, body: CompletionInput) -> Any:
     decoding = _decoding(server, body, body.max_tokens or COMPLETION_DEFAULT_TOKENS, len(prompt))
     job = _submit(server, prompt, decoding, body)  # Busy: 503 with Retry-After
     head = {"id": _id("cmpl"), "object": "text_completion", "created": int(time.time()),
-            "model": server.engine.double.checkpoint}
+            "model": model_name(server, body)}
     echo = prompt if body.echo else ""
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -281,13 +360,15 @@ async def chat_completions(request: Request, body: ChatInput) -> Any:
         raise invalid("tools", "not supported: the double writes prose, it does not call tools")
     if body.response_format and body.response_format.get("type", "text") != "text":
         raise invalid("response_format", "only text: the double writes prose")
-    prompt = chat_prose(body.messages)
+    conversation = chat_conversation(body.messages)
     wanted = body.max_completion_tokens or body.max_tokens
     max_new = wanted or min(server.generate.max_new_tokens, server.settings.max_new_tokens)
-    decoding = _decoding(server, body, max_new, len(prompt))
-    job = _submit(server, prompt, decoding, body)  # Busy: 503 with Retry-After
+    check_text(server, sum(len(m.text()) for m in body.messages), "messages")
+    prompt, frame = await run_in_threadpool(chat_prompt, server, conversation, max_new)
+    decoding = answer_decoding(frame, _decoding(server, body, max_new, len(prompt)))
+    job = _submit(server, prompt, decoding, body, frame)  # Busy: 503 with Retry-After
     head = {"id": _id("chatcmpl"), "object": "chat.completion", "created": int(time.time()),
-            "model": server.engine.double.checkpoint}
+            "model": model_name(server, body)}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 

@@ -1,4 +1,5 @@
-"""The studio's SQLite database: documents and their history, the generation log, blind tests and answers.
+"""The studio's SQLite database: documents and their history, the generation log, blind tests and answers,
+interviews.
 
     store = Store.open(workspace.root / "studio" / "studio.sqlite3")
 
@@ -109,6 +110,25 @@ CREATE TABLE IF NOT EXISTS blind_answers (
     answer TEXT NOT NULL,
     correct INTEGER NOT NULL,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS interviews (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    frame TEXT NOT NULL,  -- JSON: how questions are put (generation/interview.py Frame)
+    settings TEXT NOT NULL DEFAULT '{}',  -- the voice and sampler of its answers
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS interview_turns (
+    interview_id INTEGER NOT NULL REFERENCES interviews(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    generation_id TEXT,  -- the answer's entry in the generation log
+    finish_reason TEXT NOT NULL,
+    copy TEXT,  -- JSON: the answer's copy score
+    created_at REAL NOT NULL,
+    PRIMARY KEY (interview_id, number)
 );
 """
 
@@ -264,6 +284,7 @@ class Store:
         self._lock_file: Any = None
         self.id = ""
         self.path = path
+        self.interviews = InterviewLog(self)
 
     @staticmethod
     def open(path: Path | str, exclusive: bool = False) -> Store:
@@ -600,6 +621,113 @@ class Store:
             rows = self._db.execute("SELECT reader, item, answer, correct FROM blind_answers WHERE test_id = ? "
                                     "ORDER BY id", (test_id,)).fetchall()
         return [BlindAnswer(r["reader"], r["item"], r["answer"], bool(r["correct"])) for r in rows]
+
+
+@dataclass(frozen=True)
+class InterviewTurn:
+    number: int
+    question: str
+    answer: str
+    finish_reason: str
+    generation_id: str | None = None
+    copy: dict | None = None
+    created_at: float = 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "created_at": iso(self.created_at)}
+
+
+@dataclass(frozen=True)
+class Interview:
+    id: int
+    title: str
+    frame: dict
+    settings: dict
+    turns: tuple[InterviewTurn, ...]
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "title": self.title, "frame": self.frame, "settings": self.settings,
+                "turns": [t.to_json() for t in self.turns], "created_at": iso(self.created_at),
+                "updated_at": iso(self.updated_at)}
+
+
+class InterviewLog:
+    """The studio's interviews (the «Интервью» tab), in the store's database and under its lock."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def create(self, title: str, frame: dict, settings: dict | None = None) -> Interview:
+        now = time.time()
+        with self._store._transaction() as tx:
+            cursor = tx.execute("INSERT INTO interviews (title, frame, settings, created_at, updated_at) "
+                                "VALUES (?, ?, ?, ?, ?)", (title, json.dumps(frame, ensure_ascii=False),
+                                                           json.dumps(settings or {}, ensure_ascii=False), now, now))
+        return self.get(int(cursor.lastrowid))
+
+    def list(self) -> list[dict]:
+        with self._store._lock:
+            rows = self._store._db.execute(
+                "SELECT i.id, i.title, i.updated_at, COUNT(t.number) AS turns FROM interviews i LEFT JOIN "
+                "interview_turns t ON t.interview_id = i.id GROUP BY i.id ORDER BY i.updated_at DESC, i.id DESC"
+            ).fetchall()
+        return [{"id": r["id"], "title": r["title"], "turns": r["turns"], "updated_at": iso(r["updated_at"])}
+                for r in rows]
+
+    def get(self, interview_id: int) -> Interview:
+        with self._store._lock:
+            row = self._store._db.execute("SELECT * FROM interviews WHERE id = ?", (interview_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no interview {interview_id}")
+            turns = self._store._db.execute("SELECT * FROM interview_turns WHERE interview_id = ? ORDER BY number",
+                                            (interview_id,)).fetchall()
+        return Interview(row["id"], row["title"], json.loads(row["frame"]), json.loads(row["settings"]),
+                         tuple(InterviewTurn(t["number"], t["question"], t["answer"], t["finish_reason"],
+                                             t["generation_id"], json.loads(t["copy"]) if t["copy"] else None,
+                                             t["created_at"]) for t in turns),
+                         row["created_at"], row["updated_at"])
+
+    def update(self, interview_id: int, *, title: str | None = None, frame: dict | None = None,
+               settings: dict | None = None) -> Interview:
+        with self._store._transaction() as tx:
+            if tx.execute("SELECT 1 FROM interviews WHERE id = ?", (interview_id,)).fetchone() is None:
+                raise NotFound(f"no interview {interview_id}")
+            for column, value in (("title", title), ("frame", frame), ("settings", settings)):
+                if value is not None:
+                    stored = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                    tx.execute(f"UPDATE interviews SET {column} = ? WHERE id = ?", (stored, interview_id))
+            tx.execute("UPDATE interviews SET updated_at = ? WHERE id = ?", (time.time(), interview_id))
+        return self.get(interview_id)
+
+    def add_turn(self, interview_id: int, question: str, answer: str, finish_reason: str,
+                 generation_id: str | None = None, copy: dict | None = None) -> InterviewTurn:
+        now = time.time()
+        with self._store._transaction() as tx:
+            if tx.execute("SELECT 1 FROM interviews WHERE id = ?", (interview_id,)).fetchone() is None:
+                raise NotFound(f"no interview {interview_id}")
+            number = tx.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM interview_turns WHERE interview_id = ?",
+                                (interview_id,)).fetchone()[0]
+            tx.execute("INSERT INTO interview_turns (interview_id, number, question, answer, generation_id, "
+                       "finish_reason, copy, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (interview_id, number, question, answer, generation_id, finish_reason,
+                        json.dumps(copy, ensure_ascii=False) if copy is not None else None, now))
+            tx.execute("UPDATE interviews SET updated_at = ? WHERE id = ?", (now, interview_id))
+        return InterviewTurn(number, question, answer, finish_reason, generation_id, copy, now)
+
+    def remove_last_turn(self, interview_id: int) -> Interview:
+        with self._store._transaction() as tx:
+            if tx.execute("DELETE FROM interview_turns WHERE interview_id = ? AND number = (SELECT MAX(number) FROM "
+                          "interview_turns WHERE interview_id = ?)", (interview_id, interview_id)).rowcount == 0:
+                raise NothingToDo(f"interview {interview_id} has no turn to take back")
+            tx.execute("UPDATE interviews SET updated_at = ? WHERE id = ?", (time.time(), interview_id))
+        return self.get(interview_id)
+
+    def delete(self, interview_id: int) -> None:
+        with self._store._transaction() as tx:
+            if tx.execute("DELETE FROM interviews WHERE id = ?", (interview_id,)).rowcount == 0:
+                raise NotFound(f"no interview {interview_id}")
 
 
 def _lock_beside(path: Path) -> Any:

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from dvoinik.generation.decoding import Decoding, GenerationError
 from dvoinik.generation.double import Double, set_style_mix
+from dvoinik.generation.interview import Frame, answer_opens_with_text
 from dvoinik.generation.variants import Generation, generate
+from dvoinik.generation.voices import Voice
 from dvoinik.serve.engine import Aborted, Job, Work
 from dvoinik.serve.store import Store, new_generation_id
 
@@ -19,13 +21,23 @@ if TYPE_CHECKING:
     from dvoinik.serve.app import Server
 
 
-def generation_work(prompt: str, decoding: Decoding, n: int = 1, guard: int = 0, stream: bool = True) -> Work:
-    """A job that writes `n` variants of `prompt`, streaming their text and stopping when aborted."""
+def generation_work(prompt: str, decoding: Decoding, n: int = 1, guard: int = 0, stream: bool = True,
+                    voice: Voice | None = None) -> Work:
+    """A job that writes `n` variants of `prompt` (in `voice`), streaming their text and stopping when aborted."""
     def work(double: Double, job: Job) -> Generation:
         return generate(double, prompt, decoding, n, guard, on_text=job.text if stream else None,
-                        should_stop=job.should_stop)
+                        should_stop=job.should_stop, voice=voice)
 
     return work
+
+
+def answering(frame: Frame, work: Work) -> Work:
+    """`work` writing an interview's answer: it may not open by ending its turn (generation/interview.py)."""
+    def framed(double: Double, job: Job) -> Any:
+        with answer_opens_with_text(double, frame):
+            return work(double, job)
+
+    return framed
 
 
 def with_style_mix(weights: dict[str, float], work: Work) -> Work:
@@ -39,7 +51,8 @@ def with_style_mix(weights: dict[str, float], work: Work) -> Work:
 
 def submit_logged(server: Server, source: str, prompt: str, decoding: Decoding, n: int, guard: int,
                   stream: bool = True, document_id: int | None = None, settings: dict | None = None,
-                  style: dict[str, float] | None = None) -> Job:
+                  style: dict[str, float] | None = None, voice: Voice | None = None,
+                  frame: Frame | None = None) -> Job:
     """Queue a generation (Busy: 503) and log it under the job's id: "running" now, its outcome when it ends.
 
     The outcome is written from the job's future, not by the request, so a client that
@@ -47,12 +60,16 @@ def submit_logged(server: Server, source: str, prompt: str, decoding: Decoding, 
     A server of a style mix sets the mix for every job (the request's, else the one it was
     started with), so one request's sliders never leak into the next.
     """
-    work = generation_work(prompt, decoding, n, guard, stream)
+    work = generation_work(prompt, decoding, n, guard, stream, voice)
+    if frame is not None:
+        work = answering(frame, work)
     if server.engine.double.styles:
         work = with_style_mix(style or server.style, work)
     job = server.engine.submit(work, new_generation_id())
     logged = settings if settings is not None else {**asdict(decoding), "stop": list(decoding.stop), "n": n,
                                                      "guard": guard}
+    if voice:
+        logged = {**logged, "voice": voice}
     try:
         server.store.log_start(source, prompt, logged, decoding.seed, server.engine.double.checkpoint, document_id,
                                job.id)

@@ -18,8 +18,9 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ConfigDict, Field
 
 from dvoinik.generation.decoding import PRESET_VALUES, decoding_for, random_seed
+from dvoinik.preferences import pairs_of_choice
 from dvoinik.serve.app import Server, server_of
-from dvoinik.serve.compat import RequestModel, check_new_tokens, check_variants
+from dvoinik.serve.compat import RequestModel, check_new_tokens, check_variants, client_voice
 from dvoinik.serve.context import Context, build_context
 from dvoinik.serve.store import Document, DocumentState, NotFound, NothingToDo, WorldInfo
 from dvoinik.serve.streaming import job_stream, sse, submit_logged
@@ -59,6 +60,7 @@ class Sampler(Strict):
     min_p: Annotated[float, Field(ge=0, lt=1)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     style: Annotated[dict[Key, Annotated[float, Field(ge=0, le=10)]], Field(max_length=20)] | None = None
+    voice: Annotated[dict[Key, Annotated[float, Field(ge=0, le=10)]], Field(max_length=50)] | None = None
 
 
 class DocumentIn(Strict):
@@ -112,6 +114,7 @@ def info(request: Request) -> dict:
                                                "min_words": server.workspace.check.min_words if server.workspace
                                                else CheckSettings().min_words},
         "styles": list(server.engine.double.styles), "style": server.engine.double.mix, "shareable": not server.loopback, "auth": server.api_key is not None,
+        "voices": list(server.engine.double.voices),
         "blind_tests": server.workspace is not None,
     }
 
@@ -228,6 +231,7 @@ async def generate_variants(request: Request, doc_id: RowId, body: Sampler) -> S
     if unknown:
         raise HTTPException(422, f"style {', '.join(unknown)}: not among the loaded runs "
                                  f"({', '.join(server.engine.double.styles)})")
+    voice = client_voice(server, body.voice)  # a voice the double lacks: 422 before anything is queued
     seed = body.seed if body.seed is not None else random_seed()
     decoding = decoding_for(body.preset or server.generate.preset, max_new_tokens=max_new, seed=seed,
                             **body.model_dump(include={"temperature", "top_k", "top_p", "typical_p", "min_p",
@@ -238,7 +242,7 @@ async def generate_variants(request: Request, doc_id: RowId, body: Sampler) -> S
                 "guard": guard}
     # The job's id is the log's, so the page aborts and picks by the one id it was given.
     job = submit_logged(server, "studio", context.prompt, decoding, n, guard, document_id=doc_id, settings=settings,
-                        style=body.style)
+                        style=body.style, voice=voice)
 
     def encode(event: tuple) -> list[str]:
         if event[0] == "text":
@@ -288,10 +292,8 @@ def export_preferences(request: Request) -> Response:
     """One line per (chosen, rejected) pair, for preference training (DPO and its kin)."""
     lines = []
     for entry in reversed(server_of(request).store.generations(limit=1_000_000, chosen_only=True)):
-        for i, variant in enumerate(entry.variants):
-            if i != entry.chosen:
-                lines.append(json.dumps({"prompt": entry.prompt, "chosen": entry.chosen_text, "rejected": variant["text"],
-                                         "generation_id": entry.id, "checkpoint": entry.checkpoint, "seed": entry.seed},
-                                        ensure_ascii=False))
+        if entry.chosen is not None and 0 <= entry.chosen < len(entry.variants):
+            lines += [json.dumps(pair.to_json(), ensure_ascii=False) for pair in pairs_of_choice(
+                entry.prompt, entry.variants, entry.chosen, entry.chosen_text, entry.id, entry.checkpoint, entry.seed)]
     return Response("".join(line + "\n" for line in lines), media_type="application/x-ndjson; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="preferences.jsonl"'})

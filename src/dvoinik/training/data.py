@@ -4,7 +4,8 @@ Each row of a batch is `block_size + 1` consecutive token ids starting at a rand
 offset in one author's training tokens (documents are packed, EOS between them), the
 author drawn with probability weight × tokens, normalised: the target author's
 upsampling. The generator's state is the whole data position, so a resumed run
-draws exactly the batches the killed one would have drawn.
+draws exactly the batches the killed one would have drawn. In a run with voices
+(`markers`), a row is the author's marker followed by `block_size` tokens of their text.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class BlockSampler:
     batch_size: int
     seed: int
     rank: int = 0
+    markers: dict[str, int] | None = None  # author -> marker id: every row starts with its author's marker
     shares: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -57,7 +59,11 @@ class BlockSampler:
         for row, author in enumerate(authors):
             tokens = self._arrays[author]
             start = int(self._rng.integers(0, len(tokens) - self.block_size))
-            rows[row] = tokens[start : start + self.block_size + 1]
+            if self.markers is None:
+                rows[row] = tokens[start : start + self.block_size + 1]
+            else:  # the same draws as without markers: the marker takes the place of the last token
+                rows[row, 0] = self.markers[self._names[author]]
+                rows[row, 1:] = tokens[start : start + self.block_size]
         return rows
 
     def state(self) -> dict:
@@ -67,12 +73,16 @@ class BlockSampler:
         self._rng.bit_generator.state = state
 
 
-def validation_blocks(tokens: np.ndarray, block_size: int, count: int) -> list[np.ndarray]:
+def validation_blocks(tokens: np.ndarray, block_size: int, count: int, marker: int | None = None) -> list[np.ndarray]:
     """Up to `count` non-overlapping blocks of `block_size + 1` tokens spread evenly over `tokens`.
 
     Deterministic, so every measurement of a run (and of every run) reads the same text.
-    Held-out text shorter than one block gives one shorter block.
+    Held-out text shorter than one block gives one shorter block. With a voice `marker`,
+    each block is the marker and `block_size` tokens, as training saw them.
     """
+    if marker is not None:
+        return [np.concatenate(([marker], block[:-1] if len(block) > block_size else block))
+                for block in validation_blocks(tokens, block_size, count)]
     if len(tokens) < 2:
         return []
     if len(tokens) <= block_size + 1:

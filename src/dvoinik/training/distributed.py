@@ -177,6 +177,10 @@ def without_tied_copies(model: Any, state_dict: dict) -> dict:
 def save_model_folder(model: Any, state_dict: dict, folder: Path, is_main_process: bool,
                       save_function: Callable[..., Any] | None = None) -> None:
     """Write the gathered weights as a Hugging Face folder (a PEFT model writes its adapter only)."""
-    kwargs = {"save_function": save_function} if save_function is not None else {}
+    kwargs: dict[str, Any] = {"save_function": save_function} if save_function is not None else {}
+    if hasattr(model, "peft_config"):
+        # A LoRA adapter of a run with voices keeps its marker rows as trainable tokens; the rest of the grown
+        # embeddings is rebuilt when the base is loaded, so PEFT need not save the whole layer (its "auto").
+        kwargs["save_embedding_layers"] = False
     model.save_pretrained(folder, is_main_process=is_main_process, state_dict=without_tied_copies(model, state_dict),
                           **kwargs)

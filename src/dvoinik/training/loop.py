@@ -42,6 +42,7 @@ from dvoinik.training.models import (
     new_model,
 )
 from dvoinik.training.schedule import build_optimizer, build_scheduler, peak_learning_rate
+from dvoinik.voices import add_marker_rows, add_markers, marker
 from dvoinik.workspace import TrainSettings, Workspace, WorkspaceError, with_overrides
 
 
@@ -154,8 +155,12 @@ def resolve_precision(setting: str) -> str:
 # ---------------------------------------------------------------- evaluation
 
 
-def evaluate(model: Any, accelerator: Any, token_set: TokenSet, settings: TrainSettings) -> dict:
-    """Validation loss and perplexity on the target's held-out works and on the influences', separately."""
+def evaluate(model: Any, accelerator: Any, token_set: TokenSet, settings: TrainSettings,
+             markers: dict[str, int] | None = None) -> dict:
+    """Validation loss and perplexity on the target's held-out works and on the influences', separately.
+
+    In a run with voices, each author's blocks start with their marker, as in training.
+    """
     import torch
 
     groups = {
@@ -167,7 +172,8 @@ def evaluate(model: Any, accelerator: Any, token_set: TokenSet, settings: TrainS
     with torch.no_grad():
         for group, authors in groups.items():
             blocks = [b for a in authors for b in validation_blocks(token_set.open("val", a), settings.block_size,
-                                                                      settings.eval_blocks)]
+                                                                      settings.eval_blocks,
+                                                                      markers.get(a.name) if markers else None)]
             totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, token count
             # Every process runs the same number of forward passes (a sharded model gathers its weights
             # in each one, with all processes); a process short of blocks repeats one and does not count it.
@@ -263,7 +269,10 @@ def train(
             ws.corpus_dir, ws.tokens_dir, None if from_scratch else settings.base, settings.vocab_size,
             load_base_tokenizer=load_base_tokenizer, on_progress=report.tokens_progress,
         )
-    sampler = BlockSampler(token_set, settings.block_size, settings.batch_size, settings.seed, accelerator.process_index)
+    # Voices: one marker token per author, added after the vocabulary (the token files keep their ids).
+    markers = add_markers(tokenizer, [a.name for a in token_set.authors]) if settings.voices else None
+    sampler = BlockSampler(token_set, settings.block_size, settings.batch_size, settings.seed, accelerator.process_index,
+                           markers)
     for author in token_set.authors:
         if author.name not in sampler.shares:
             report.warning(f"{author.name}: {author.train_tokens} training tokens, fewer than one block "
@@ -293,8 +302,10 @@ def train(
             model = new_model(settings.base, len(tokenizer), token_set.eos_id, settings.block_size, settings.seed)
         else:
             model = load_base_model(settings.base, dtype=base_dtype)
-            if settings.method == "lora":
-                model = apply_lora(model, settings)
+            if markers:
+                add_marker_rows(model, len(tokenizer))
+            if settings.method == "lora":  # with voices, the markers' embeddings are trained beside the adapter
+                model = apply_lora(model, settings, trainable_tokens=list(markers.values()) if markers else None)
     except ModelError as exc:
         raise TrainingError(str(exc)) from exc
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
@@ -325,7 +336,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             truncate_metrics(run_dir, step)
-        _write_run_record(run_dir, settings, token_set, trainable, total, accelerator, resume_from, engine)
+        _write_run_record(run_dir, settings, token_set, trainable, total, accelerator, resume_from, engine, markers)
     metrics = MetricsLog(run_dir, enabled=main)
     report.started(RunStart(
         run_dir=run_dir, settings=settings, max_steps=max_steps, start_step=step, trainable_parameters=trainable,
@@ -347,7 +358,7 @@ def train(
         report.saved(path)
 
     def measure() -> None:
-        values = evaluate(model, accelerator, token_set, settings)
+        values = evaluate(model, accelerator, token_set, settings, markers)
         metrics.write({"step": step, "kind": "eval", **values})
         result.val_target_ppl = values.get("val_target_ppl")
         result.val_influences_ppl = values.get("val_influences_ppl")
@@ -439,7 +450,8 @@ def _out_of_memory_message(settings: TrainSettings, step: int, run_dir: Path) ->
 
 
 def _write_run_record(run_dir: Path, settings: TrainSettings, token_set: TokenSet, trainable: int, total: int,
-                      accelerator: Any, resumed_from: ckpt.Checkpoint | None, engine: Engine | None = None) -> None:
+                      accelerator: Any, resumed_from: ckpt.Checkpoint | None, engine: Engine | None = None,
+                      markers: dict[str, int] | None = None) -> None:
     path = run_dir / RUN_FILE
     record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resumes": [],
@@ -457,6 +469,9 @@ def _write_run_record(run_dir: Path, settings: TrainSettings, token_set: TokenSe
     if engine is not None:
         record["distributed"] = {"type": engine.distributed_type, "processes": engine.processes,
                                  "engine": engine.label()}
+    if markers:
+        record["voices"] = [{"author": author, "marker": marker(author), "id": token_id}
+                            for author, token_id in markers.items()]
     if resumed_from is not None:
         record.setdefault("resumes", []).append({
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "from": resumed_from.path.name,

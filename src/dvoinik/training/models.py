@@ -193,13 +193,15 @@ def lora_target_modules(model: Any, override: str) -> list[str]:
     return list(DEFAULTS[model_type])
 
 
-def apply_lora(model: Any, settings: TrainSettings) -> Any:
+def apply_lora(model: Any, settings: TrainSettings, trainable_tokens: list[int] | None = None) -> Any:
+    """A PEFT LoRA adapter on `model`; `trainable_tokens`: embedding rows trained with it (voice markers)."""
     from peft import LoraConfig, get_peft_model
 
     targets = lora_target_modules(model, settings.lora_targets)
     config = LoraConfig(
         task_type="CAUSAL_LM", r=settings.lora_rank, lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout, target_modules=targets,
+        trainable_token_indices=trainable_tokens or None,
     )
     try:
         return get_peft_model(model, config)
@@ -231,11 +233,25 @@ def load_checkpoint_model(folder: Path, trainable: bool = False, dtype: Any = No
     if is_adapter_folder(folder):
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(load_base_model(adapter_base(folder), dtype), folder, is_trainable=trainable)
+        from dvoinik.voices import add_marker_rows
+
+        base = load_base_model(adapter_base(folder), dtype)
+        add_marker_rows(base, saved_vocab_size(folder))  # a run with voices: its markers' rows (PEFT fills them in)
+        return PeftModel.from_pretrained(base, folder, is_trainable=trainable)
     try:
         return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise _load_error(str(folder), exc) from exc
+
+
+def saved_vocab_size(folder: Path) -> int:
+    """How many tokens the tokenizer saved in a checkpoint folder has (0 when it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return len(AutoTokenizer.from_pretrained(folder))
+    except (OSError, ValueError):
+        return 0
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

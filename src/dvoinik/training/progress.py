@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from dvoinik.training.dpo import DpoObserver, DpoStart, DpoStep
 from dvoinik.training.loop import RunStart, StepReport, TrainObserver
 
 
@@ -69,6 +70,57 @@ class RichTrainObserver(TrainObserver):
                  (("val_target_ppl", "target"), ("val_influences_ppl", "influences")) if key in values]
         if parts:
             self._line(f"step {step}: validation perplexity " + ", ".join(parts))
+
+    def saved(self, path: Path) -> None:
+        self._line(f"saved {path}")
+
+    def warning(self, message: str) -> None:
+        self._line(f"warning: {message}", style="yellow")
+
+    def _line(self, message: str, style: str | None = None) -> None:
+        console = self.progress.console if self.progress is not None else self.out
+        console.print(Text(message, style=style), soft_wrap=True)
+
+
+class RichDpoObserver(DpoObserver):
+    """A DPO run on the terminal: its start, a step bar with loss and reward accuracy, held-out accuracy."""
+
+    def __init__(self, out: Console, err: Console) -> None:
+        self.out, self.err = out, err
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> RichDpoObserver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def started(self, start: DpoStart) -> None:
+        what = "resumed from " + start.resumed_from.name if start.resumed_from else "new run"
+        self.out.print(Text.assemble(("Preference training (DPO) ", "bold"), (str(start.run_dir), "bold"), f" ({what})"))
+        self.out.print(f"  from {start.source} ({start.method}) · {start.trainable_parameters:,} trainable of "
+                       f"{start.total_parameters:,} weights · {start.device} · precision {start.precision}")
+        self.out.print(f"  {start.pairs_train} training pairs, {start.pairs_held_out} held out · beta {start.beta:g} · "
+                       f"learning rate {start.learning_rate:g} · steps {start.start_step}→{start.max_steps}")
+        self.progress = Progress(
+            TextColumn("[bold]step"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f} · rewards prefer chosen {task.fields[accuracy]:.0%}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.err, transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("dpo", total=start.max_steps, completed=start.start_step,
+                                           loss=float("nan"), accuracy=0.0)
+
+    def step(self, report: DpoStep) -> None:
+        assert self.progress is not None
+        self.progress.update(self.task, completed=report.step, loss=report.loss, accuracy=report.reward_accuracy)
+
+    def evaluated(self, step: int, values: dict) -> None:
+        accuracy = values.get("held_out_accuracy")
+        if accuracy is not None:
+            self._line(f"step {step}: held-out preference accuracy {accuracy:.0%}")
 
     def saved(self, path: Path) -> None:
         self._line(f"saved {path}")

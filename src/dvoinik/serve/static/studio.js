@@ -65,6 +65,10 @@ const state = {
   log: null,
   blindTests: null,
   blindBusy: false,
+  interviews: null, // [{id, title, turns, updated_at}]
+  interview: null, // the open interview as the server last returned it
+  frames: null, // {default, names, builtin}
+  asking: null, // {interviewId, question, text, controller} while the double answers
 };
 
 // ---------------------------------------------------------------------------- notices
@@ -704,6 +708,7 @@ function fillSettings(settings) {
     slider.value = settings.style?.[slider.dataset.style] ?? 0;
     showStyleWeight(slider);
   }
+  fillVoice(settings.voice);
   updatePresetHints();
 }
 
@@ -733,6 +738,8 @@ function readSettings() {
     if (weight > 0) style[slider.dataset.style] = weight;
   }
   if (Object.keys(style).length) settings.style = style;
+  const voice = readVoice();
+  if (voice) settings.voice = voice;
   return settings;
 }
 
@@ -769,6 +776,69 @@ function renderStyleSliders() {
 function showStyleWeight(slider) {
   const output = slider.parentElement?.querySelector('output');
   if (output) output.textContent = formatNumber(Number.parseFloat(slider.value), 2);
+}
+
+// ---------------------------------------------------------------------------- voices
+
+const MIX = '__mix__'; // the select's value for "a mix" (no author is called that)
+
+function renderVoices() {
+  const voices = state.info?.voices ?? [];
+  $('#voices').hidden = voices.length === 0;
+  const current = $('#voice').value;
+  $('#voice').replaceChildren(
+    ...voices.map((name, index) => el('option', { value: name }, index === 0 ? t('s.voice.target', { name }) : name)),
+    voices.length > 1 ? el('option', { value: MIX }, t('s.voice.mix')) : null);
+  if (current) $('#voice').value = current;
+  $('#voice-sliders').replaceChildren(...voices.map((name) => {
+    const slider = el('input', {
+      type: 'range', min: '0', max: '1', step: '0.05', value: '0',
+      dataset: { voice: name, testid: 'voice-slider' },
+      oninput: (event) => { showStyleWeight(event.target); edited('settings'); },
+    });
+    return el('label', { class: 'style-row' }, el('span', { class: 'style-name' }, name), slider,
+      el('output', { class: 'style-weight' }, '0'));
+  }));
+}
+
+/** Show a document's voice ({name: weight}): one voice in the picker, several as a mix on the sliders. */
+function fillVoice(voice) {
+  const voices = state.info?.voices ?? [];
+  if (!voices.length) return;
+  const chosen = Object.entries(voice ?? {}).filter(([name, weight]) => voices.includes(name) && weight > 0);
+  $('#voice').value = chosen.length > 1 ? MIX : chosen[0]?.[0] ?? voices[0];
+  for (const slider of $$('input[data-voice]')) {
+    slider.value = chosen.length > 1 ? (voice[slider.dataset.voice] ?? 0) : Number(slider.dataset.voice === $('#voice').value);
+    showStyleWeight(slider);
+  }
+  $('#voice-sliders').hidden = $('#voice').value !== MIX;
+}
+
+/** One voice picked: its slider at 1, the others at 0; "a mix": the sliders, from where they are. */
+function pickVoice() {
+  const picked = $('#voice').value;
+  $('#voice-sliders').hidden = picked !== MIX;
+  if (picked !== MIX) {
+    for (const slider of $$('input[data-voice]')) {
+      slider.value = slider.dataset.voice === picked ? '1' : '0';
+      showStyleWeight(slider);
+    }
+  }
+  edited('settings');
+}
+
+/** The voice on the page: {name: 1}, or the mix's weights; undefined when the double has no voices. */
+function readVoice() {
+  if (!(state.info?.voices ?? []).length) return undefined;
+  const picked = $('#voice').value;
+  $('#voice-sliders').hidden = picked !== MIX;
+  if (picked !== MIX) return picked ? { [picked]: 1 } : undefined;
+  const weights = {};
+  for (const slider of $$('input[data-voice]')) {
+    const weight = Number.parseFloat(slider.value);
+    if (weight > 0) weights[slider.dataset.voice] = weight;
+  }
+  return Object.keys(weights).length ? weights : undefined;
 }
 
 function showLastSeed() {
@@ -1293,9 +1363,196 @@ function verdict(score) {
   return t('blind.verdict.cannot');
 }
 
+// ---------------------------------------------------------------------------- interviews
+
+const INTERVIEW_STORAGE = 'dvoinik.interview';
+const escapeBreaks = (text) => (text ?? '').replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+const unescapeBreaks = (text) => text.replace(/\\(n|\\)/g, (_, c) => (c === 'n' ? '\n' : '\\'));
+
+async function loadInterviews() {
+  try {
+    state.frames ??= await api('/studio/api/interview/frames');
+    state.interviews = await api('/studio/api/interviews');
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  renderFrameKinds();
+  const remembered = Number(localStorage.getItem(INTERVIEW_STORAGE));
+  const chosen = state.interviews.find((item) => item.id === (state.interview?.id ?? remembered)) ?? state.interviews[0];
+  if (chosen) await openInterview(chosen.id);
+  else { state.interview = null; renderInterviews(); }
+}
+
+async function openInterview(id) {
+  try {
+    state.interview = await api(`/studio/api/interviews/${id}`);
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  localStorage.setItem(INTERVIEW_STORAGE, String(id));
+  fillFrame(state.interview.frame);
+  renderInterviews();
+}
+
+async function createInterview() {
+  try {
+    const title = t('iv.untitled', { n: (state.interviews?.length ?? 0) + 1 });
+    const created = await api('/studio/api/interviews', { method: 'POST', body: { title } });
+    state.interviews = await api('/studio/api/interviews');
+    await openInterview(created.id);
+    $('#iv-question').focus();
+  } catch (error) {
+    notify(describeError(error));
+  }
+}
+
+async function deleteInterview() {
+  const interview = state.interview;
+  if (!interview || !window.confirm(t('iv.delete.confirm', { title: interview.title }))) return;
+  try {
+    await api(`/studio/api/interviews/${interview.id}`, { method: 'DELETE' });
+  } catch (error) {
+    notify(describeError(error));
+    return;
+  }
+  state.interview = null;
+  localStorage.removeItem(INTERVIEW_STORAGE);
+  await loadInterviews();
+}
+
+function renderFrameKinds() {
+  const names = [...(state.frames?.names ?? []), 'custom'];
+  $('#iv-frame-kind').replaceChildren(...names.map((name) => el('option', { value: name }, t(`iv.kind.${name}`))));
+}
+
+function frameLabel(frame) {
+  return t.has(`iv.kind.${frame.name}`) ? t(`iv.kind.${frame.name}`) : frame.name;
+}
+
+function fillFrame(frame) {
+  $('#iv-frame-kind').value = frame.name in (state.frames?.builtin ?? {}) ? frame.name : 'custom';
+  $('#iv-preamble').value = frame.preamble ?? '';
+  $('#iv-question-template').value = escapeBreaks(frame.question);
+  $('#iv-answer-opening').value = escapeBreaks(frame.answer);
+  $('#iv-end').value = escapeBreaks(frame.end);
+  $('#iv-frame-name').textContent = frameLabel(frame);
+}
+
+function showBuiltinFrame() {
+  const builtin = state.frames?.builtin?.[$('#iv-frame-kind').value];
+  if (builtin) fillFrame({ ...builtin, preamble: $('#iv-preamble').value });
+}
+
+function frameOnPage() {
+  const kind = $('#iv-frame-kind').value;
+  const frame = {
+    name: kind, preamble: $('#iv-preamble').value, question: unescapeBreaks($('#iv-question-template').value),
+    answer: unescapeBreaks($('#iv-answer-opening').value), end: unescapeBreaks($('#iv-end').value),
+  };
+  const builtin = state.frames?.builtin?.[kind];
+  if (!builtin || ['question', 'answer', 'end'].some((part) => builtin[part] !== frame[part])) frame.name = 'custom';
+  return frame;
+}
+
+async function saveFrame() {
+  if (!state.interview) return;
+  try {
+    state.interview = await api(`/studio/api/interviews/${state.interview.id}`, {
+      method: 'PATCH', body: { frame: frameOnPage() },
+    });
+  } catch (error) {
+    setStatus('#iv-status', () => describeError(error), true);
+    return;
+  }
+  fillFrame(state.interview.frame);
+  renderInterviews();
+  setStatus('#iv-status', () => t('iv.frame.saved'));
+}
+
+function renderInterviews() {
+  const list = state.interviews ?? [];
+  $('#iv-empty').hidden = list.length > 0;
+  $('#iv-select').hidden = list.length === 0;
+  $('#iv-delete').hidden = !state.interview;
+  $('#iv-select').replaceChildren(...list.map((item) => el('option', { value: String(item.id) }, item.title)));
+  if (state.interview) $('#iv-select').value = String(state.interview.id);
+  $('#iv-view').hidden = !state.interview;
+  if (!state.interview) return;
+  const asking = state.asking?.interviewId === state.interview.id ? state.asking : null;
+  const turns = state.interview.turns.map((turn) => interviewTurn(turn.question, turn.answer, turn));
+  if (asking) turns.push(interviewTurn(asking.question, asking.text, null));
+  $('#iv-turns').replaceChildren(...(turns.length ? turns : [el('li', { class: 'muted small' }, t('iv.noTurns'))]));
+  $('#iv-ask').disabled = Boolean(state.asking);
+  $('#iv-stop').hidden = !asking;
+  $('#iv-undo').disabled = Boolean(state.asking) || state.interview.turns.length === 0;
+}
+
+function interviewTurn(question, answer, turn) {
+  const frame = state.interview.frame;
+  const copy = turn ? copyScore({ request: {} }, { result: { copy: turn.copy } }) : null;
+  return el('li', { class: 'iv-turn', dataset: { testid: 'iv-turn', number: turn ? String(turn.number) : '' } },
+    el('p', { class: 'iv-q prose-small', dataset: { testid: 'iv-turn-question' } },
+      frame.question.replace('{question}', question).trim()),
+    el('p', { class: 'iv-a prose-small', dataset: { testid: 'iv-turn-answer' } }, `${frame.answer}${answer.trim()}`),
+    copy);
+}
+
+async function askQuestion() {
+  const interview = state.interview;
+  const question = $('#iv-question').value.trim();
+  if (!interview || !question || state.asking) return;
+  const settings = readSettings();
+  const body = { question };
+  for (const name of ['preset', 'max_new_tokens', 'temperature', 'top_p', 'repetition_penalty', 'guard', 'voice']) {
+    if (settings[name] !== undefined && settings[name] !== null) body[name] = settings[name];
+  }
+  const asking = { interviewId: interview.id, question, text: '', controller: new AbortController() };
+  state.asking = asking;
+  renderInterviews();
+  setStatus('#iv-status', () => t('iv.asking'));
+  let kept = null;
+  let dropped = 0;
+  try {
+    const response = await api(`/studio/api/interviews/${interview.id}/ask`, {
+      method: 'POST', body, signal: asking.controller.signal, raw: true,
+    });
+    for await (const { event, data } of readEvents(response)) {
+      if (event === 'start') dropped = data.turns_dropped ?? 0;
+      else if (event === 'text') { asking.text += data.text; renderInterviews(); }
+      else if (event === 'done') kept = data.turn;
+      else if (event === 'error') throw new Error(typeof data === 'string' ? data : data.msg);
+    }
+    $('#iv-question').value = '';
+    setStatus('#iv-status', () => (kept ? t('iv.answered') : t('iv.noAnswer'))
+      + (dropped ? ` ${t('iv.dropped', { count: dropped, n: dropped })}` : ''));
+  } catch (error) {
+    if (error.name !== 'AbortError') setStatus('#iv-status', () => describeError(error), true);
+    else setStatus('#iv-status', () => t('gen.stopped'));
+  } finally {
+    state.asking = null;
+  }
+  if (state.interview?.id === interview.id) await openInterview(interview.id); // the turn as the store kept it
+  try { state.interviews = await api('/studio/api/interviews'); } catch { /* the list refreshes next time */ }
+  renderInterviews();
+}
+
+async function takeBackAnswer() {
+  if (!state.interview || state.asking) return;
+  try {
+    state.interview = await api(`/studio/api/interviews/${state.interview.id}/undo`, { method: 'POST' });
+  } catch (error) {
+    setStatus('#iv-status', () => (error instanceof ApiError && error.status === 409 ? t('iv.undo.none')
+      : describeError(error)), true);
+    return;
+  }
+  renderInterviews();
+}
+
 // ---------------------------------------------------------------------------- tabs, language, keys
 
-const TABS = ['context', 'sampler', 'log', 'blind'];
+const TABS = ['context', 'sampler', 'log', 'blind', 'interview'];
 
 function activeTab() {
   return TABS.find((name) => $(`#tab-${name}`).getAttribute('aria-selected') === 'true') ?? 'context';
@@ -1313,6 +1570,7 @@ function selectTab(name, { focus = false } = {}) {
   localStorage.setItem('dvoinik.tab', name);
   if (name === 'log') refreshLog();
   if (name === 'blind') refreshBlindTests();
+  if (name === 'interview' && state.info) loadInterviews();
 }
 
 function setupTabs() {
@@ -1350,6 +1608,10 @@ function renderLanguage() {
   renderVariants();
   if (state.log) renderLog();
   if (state.blindTests) renderBlindTests();
+  if (state.info) renderVoices();
+  if (state.info) fillVoice(readVoice());
+  if (state.interviews) renderInterviews();
+  showStatus('#iv-status');
   if (state.info) $('#checkpoint').textContent = t('app.checkpoint', { checkpoint: state.info.checkpoint });
 }
 
@@ -1443,6 +1705,22 @@ function wireEvents() {
   $('#export-prefs').addEventListener('click', () => exportFile('prefs'));
   $('#blind-form').addEventListener('submit', createBlindTest);
   $('#blind-refresh').addEventListener('click', refreshBlindTests);
+  $('#voice').addEventListener('change', pickVoice);
+  $('#iv-new').addEventListener('click', createInterview);
+  $('#iv-delete').addEventListener('click', deleteInterview);
+  $('#iv-select').addEventListener('change', () => openInterview(Number($('#iv-select').value)));
+  $('#iv-ask').addEventListener('click', askQuestion);
+  $('#iv-stop').addEventListener('click', () => state.asking?.controller.abort());
+  $('#iv-undo').addEventListener('click', takeBackAnswer);
+  $('#iv-frame-kind').addEventListener('change', showBuiltinFrame);
+  $('#iv-frame-save').addEventListener('click', saveFrame);
+  $('#iv-question').addEventListener('keydown', (event) => {
+    if ((event.ctrlKey || event.metaKey) && event.key === 'Enter') {
+      event.preventDefault();
+      event.stopPropagation(); // not the document's "continue"
+      askQuestion();
+    }
+  });
   $('#notice-close').addEventListener('click', () => { $('#notice').hidden = true; });
   $('#draft-restore').addEventListener('click', restoreKept);
   $('#draft-discard').addEventListener('click', discardKept);
@@ -1471,6 +1749,7 @@ async function start() {
   $('#max-new-tokens').max = String(state.info.max_new_tokens ?? 1024);
   renderPresets();
   renderStyleSliders();
+  renderVoices();
   setupTabs();
   renderLanguage();
   try {
