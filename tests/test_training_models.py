@@ -6,6 +6,7 @@ import pytest
 import torch
 from training_fixtures import save_tiny_gpt2
 
+from dvoinik.faults import DamagedFileError
 from dvoinik.training.models import (
     ModelError,
     apply_lora,
@@ -62,5 +63,5 @@ def test_a_local_folder_that_is_not_a_model(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="cannot load the model in"):
         load_base_model(str(tmp_path / "empty"))
-    with pytest.raises(ModelError, match="cannot load"):
+    with pytest.raises(DamagedFileError, match="empty: damaged file \\(no weights"):  # a checkpoint: one line naming it
         load_checkpoint_model(tmp_path / "empty")
