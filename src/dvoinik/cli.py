@@ -546,7 +546,7 @@ def style_command(
     file: Annotated[Path, typer.Argument(help="A text in any format and encoding the corpus reads.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the ranking as JSON.")] = False,
 ) -> None:
-    """Which of the corpus's authors FILE reads like: Cosine Delta on frequent words and character n-grams."""
+    """Which of the corpus's authors FILE reads like (or none of them): n-gram SVMs and Cosine Delta, calibrated."""
     ws = open_workspace(ctx)
     with _console(stderr=True).status("loading the stylometry model") as status:
         model = load_or_fit_workspace_model(
@@ -557,15 +557,22 @@ def style_command(
         from dataclasses import asdict
 
         typer.echo(json.dumps({"file": str(file), **asdict(attribution), "best": attribution.best.author,
-                               "confidence": attribution.confidence}, ensure_ascii=False, indent=2))
+                               "confidence": attribution.confidence, "attributed_to": attribution.author,
+                               "agreement": attribution.agreement}, ensure_ascii=False, indent=2))
         return
     out = _console()
-    out.print(Text(f"{file}: {attribution.words:,} words · reads most like {attribution.best.author} "
-                   f"(confidence {attribution.confidence:.0%})", style="bold"), soft_wrap=True)
-    table = Table("author", "probability", "distance", "words view", "characters view")
+    views = f"{round(attribution.agreement * len(attribution.views))} of {len(attribution.views)} views agree"
+    if attribution.outsider:
+        out.print(Text(f"{file}: {attribution.words:,} words · reads like none of the corpus authors (nearest: "
+                       f"{attribution.best.author}, {views})", style="bold yellow"), soft_wrap=True)
+        out.print(Text(f"why: {attribution.open_set.reason}", style="yellow"), soft_wrap=True)
+    else:
+        out.print(Text(f"{file}: {attribution.words:,} words · reads most like {attribution.best.author} "
+                       f"(confidence {attribution.confidence:.0%}; {views})", style="bold"), soft_wrap=True)
+    table = Table("author", "probability", "characters (SVM)", "words (SVM)", "Delta words", "Delta characters")
     for score in attribution.ranking:
-        table.add_row(score.author, f"{score.probability:.1%}", f"{score.distance:.3f}", f"{score.word_distance:.3f}",
-                      f"{score.char_distance:.3f}")
+        table.add_row(score.author, f"{score.probability:.1%}", f"{score.char_score:+.3f}", f"{score.word_score:+.3f}",
+                      f"{score.word_distance:.3f}", f"{score.char_distance:.3f}")
     out.print(table)
     for note in style_notes(model, attribution):
         out.print(Text(note, style="dim"), soft_wrap=True)
@@ -595,16 +602,17 @@ def evaluate_command(
         result = evaluate_run(ws, run, on_progress)
     out = _console()
     report = result.report
-    table = Table("checkpoint", "ppl target", "read as target", "longest span", f"{report['min_tokens']}+ spans",
-                  "extraction exact", title=f"Run {result.run}", title_justify="left")
+    table = Table("checkpoint", "ppl target", "read as target (95%)", "longest span", f"{report['min_tokens']}+ spans",
+                  "extraction exact", "blind test: n-grams / surprisal", title=f"Run {result.run}", title_justify="left")
     for c in report["checkpoints"]:
         exact = c["extraction"]["exact_share"]
         share = c["samples"]["target_share"]
         ppl = c.get("val_target_ppl")
         table.add_row(("→ " if c["name"] == result.recommended else "") + c["name"],
-                      f"{ppl:.1f}" if ppl else "—", f"{share:.0%}" if share is not None else "—",
+                      f"{ppl:.1f}" if ppl else "—", _share_cell(share, c.get("intervals", {}).get("target_share")),
                       f"{c['samples']['longest_span']['mean']:.1f} / {c['samples']['longest_span']['max']:.0f}",
-                      f"{c['samples']['share_with_copied_span']:.0%}", f"{exact:.0%}" if exact is not None else "—")
+                      f"{c['samples']['share_with_copied_span']:.0%}", f"{exact:.0%}" if exact is not None else "—",
+                      _blind_cell(c.get("blind_test")))
     ceiling = report["ceiling"]["target_share"]
     table.add_row("real held-out text", "", f"{ceiling:.0%}" if ceiling is not None else "—",
                   f"{report['ceiling']['longest_span']['mean']:.1f} / {report['ceiling']['longest_span']['max']:.0f}",
@@ -614,7 +622,27 @@ def evaluate_command(
         f"No recommendation: {report['reason']}"
     out.print(Text(verdict, style="bold green" if result.recommended else "bold red"), soft_wrap=True)
     out.print(Text(f"Rule: {report['rule']}", style="dim"), soft_wrap=True)
+    out.print(Text("Blind test: cross-validated accuracy of a reader telling the author's continuations from the "
+                   "checkpoint's (95% interval); 50% = it cannot tell them apart.", style="dim"), soft_wrap=True)
     out.print(f"Report: {result.folder / 'report.html'} (and report.json, plots/)")
+
+
+def _share_cell(share: float | None, interval: list | None) -> str:
+    if share is None:
+        return "—"
+    return f"{share:.0%} ({interval[0]:.0%}–{interval[1]:.0%})" if interval else f"{share:.0%}"
+
+
+def _blind_cell(blind: dict | None) -> str:
+    if not blind:
+        return "—"
+
+    def one(test: dict) -> str:
+        if test["accuracy"] is None:
+            return "—"
+        return f"{test['accuracy']:.0%} ({test['low']:.0%}–{test['high']:.0%})"
+
+    return f"{one(blind['ngrams'])} / {one(blind['surprisal'])}"
 
 
 # ---------------------------------------------------------------- serve

@@ -164,14 +164,28 @@ def count_matrix(code_lists: Sequence[np.ndarray], vocabulary: np.ndarray) -> sp
     return sparse.csr_matrix((data, indices, np.array(indptr, dtype=np.int64)), shape=(len(code_lists), len(vocabulary)))
 
 
-def fit_vocabulary(
-    spec: NgramSpec,
-    works: Sequence[tuple[int, str]],
-    max_features: int,
-    min_works: int = 2,
-    alphabet: str | None = None,
-) -> Vocabulary:
-    """The features of a view, from normalized training works given as (author number, text).
+@dataclass(frozen=True)
+class Work:
+    """One training work, normalized: the unit that calibration holds out."""
+
+    author: int  # index into the model's authors
+    id: str
+    text: str  # normalize()d
+
+
+def chunk_texts(text: str, chunk_words: int) -> list[str]:
+    """A normalized text cut into chunks of about `chunk_words` words.
+
+    A text of 1.4 chunks is one chunk, of 1.6 two equal ones, so no chunk is a tiny remainder.
+    """
+    words = text.split(" ")
+    count = max(1, int(len(words) / chunk_words + 0.5))
+    bounds = np.linspace(0, len(words), count + 1).round().astype(np.int64)
+    return [" ".join(words[bounds[k] : bounds[k + 1]]) for k in range(count)]
+
+
+def fit_vocabulary(spec: NgramSpec, works: Sequence[Work], max_features: int, min_works: int = 2) -> Vocabulary:
+    """The features of a view, from the training works.
 
     An n-gram is kept only if it occurs in at least `min_works` works: a hero's name or a
     place of one book says nothing about how its author writes the next one. The kept
@@ -179,31 +193,28 @@ def fit_vocabulary(
     prolific author does not choose the features alone), ties by code; the first
     `max_features` stay.
     """
-    authors = sorted({a for a, _ in works})
-    alphabet = choose_alphabet(t for _, t in works) if alphabet is None else alphabet
+    alphabet = choose_alphabet(w.text for w in works) if spec.kind == "char" else ""
     alphabet_codes = np.array([ord(c) for c in alphabet], dtype=np.uint32)
     words: tuple[str, ...] = ()
     number: dict[str, int] = {}
     if spec.kind == "word":
         seen_in: Counter = Counter()
-        for _, text in works:
-            seen_in.update(set(WORD.findall(text)))
+        for work in works:
+            seen_in.update(set(WORD.findall(work.text)))
         # Numbers for the words of at least `min_works` works (the others are 0: "a rare word").
         kept = sorted((w for w, c in seen_in.items() if c >= min_works), key=lambda w: (-seen_in[w], w))
         words = tuple(kept[: (1 << WORD_BITS) - 1])
         number = {w: i + 1 for i, w in enumerate(words)}
-    per_work = [np.unique(text_codes(t, spec, alphabet_codes, number), return_counts=True) for _, t in works]
+    per_work = [np.unique(text_codes(w.text, spec, alphabet_codes, number), return_counts=True) for w in works]
     every = np.unique(np.concatenate([c for c, _ in per_work])) if per_work else np.zeros(0, np.int64)
     in_works = np.zeros(len(every), dtype=np.int64)
-    score = np.zeros(len(every))
-    for a in authors:
-        totals = np.zeros(len(every))
-        for (author, _), (codes, counts) in zip(works, per_work):
-            if author == a:
-                pos = np.searchsorted(every, codes)
-                totals[pos] += counts
-                in_works[pos] += 1 if a == author else 0
-        score += totals / max(totals.sum(), 1.0)
+    by_author: dict[int, np.ndarray] = {}
+    for work, (codes, counts) in zip(works, per_work):
+        pos = np.searchsorted(every, codes)
+        in_works[pos] += 1
+        totals = by_author.setdefault(work.author, np.zeros(len(every)))
+        totals[pos] += counts
+    score = sum((t / max(t.sum(), 1.0) for t in by_author.values()), np.zeros(len(every)))
     keep = np.flatnonzero(in_works >= min_works)
-    order = keep[np.lexsort((every[keep], -score[keep]))][:max_features]
-    return Vocabulary(spec, np.sort(every[order]), alphabet=alphabet if spec.kind == "char" else "", words=words)
+    chosen = keep[np.lexsort((every[keep], -score[keep]))][:max_features]
+    return Vocabulary(spec, np.sort(every[chosen]), alphabet=alphabet, words=words)
