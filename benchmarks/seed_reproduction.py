@@ -72,12 +72,12 @@ class Size:
 
 
 SIZES = {
-    "cpu": Size(model="tiny", chars_per_author=300_000, vocab_size=4000, block_size=128, batch_size=16,
-                pretrain_steps=500, pretrain_lr=2e-3, finetune_steps=1200, finetune_lr=1e-3, save_every=200,
-                target_ppl=4.0, prompts=24, sample_tokens=96, extraction_prompts=24, minutes=12.0),
+    "cpu": Size(model="tiny", chars_per_author=150_000, vocab_size=4000, block_size=128, batch_size=16,
+                pretrain_steps=400, pretrain_lr=2e-3, finetune_steps=800, finetune_lr=1e-3, save_every=100,
+                target_ppl=4.0, prompts=24, sample_tokens=96, extraction_prompts=24, minutes=10.0),
     "gpu": Size(model="small", chars_per_author=None, vocab_size=16000, block_size=512, batch_size=32,
-                pretrain_steps=3000, pretrain_lr=6e-4, finetune_steps=3000, finetune_lr=2e-4, save_every=250,
-                target_ppl=4.0, prompts=48, sample_tokens=192, extraction_prompts=32, minutes=8.0),
+                pretrain_steps=2500, pretrain_lr=6e-4, finetune_steps=2000, finetune_lr=2e-4, save_every=250,
+                target_ppl=4.0, prompts=48, sample_tokens=192, extraction_prompts=32, minutes=4.0),
 }
 
 

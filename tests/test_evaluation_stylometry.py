@@ -262,5 +262,6 @@ def test_real_authors_are_recognised_in_works_left_out() -> None:
     results = attribute_many(model, samples)
     right = sum(r.best.author == a for r, a in zip(results, truth))
     assert right >= 9, [(a, r.best.author, round(r.confidence, 2)) for r, a in zip(results, truth)]
-    assert model.calibration.accuracy is not None and model.calibration.accuracy > 0.7
+    cal = model.calibration
+    assert cal.accuracy is not None and cal.accuracy > 0.6 and cal.by_length["1000"] > cal.by_length["100"]
     assert sum(r.outsider for r in results) <= 2  # their own authors' unseen works are rarely called outsiders

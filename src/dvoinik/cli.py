@@ -603,7 +603,9 @@ def evaluate_command(
     out = _console()
     report = result.report
     table = Table("checkpoint", "ppl target", "read as target (95%)", "longest span", f"{report['min_tokens']}+ spans",
-                  "extraction exact", "blind test: n-grams / surprisal", title=f"Run {result.run}", title_justify="left")
+                  "extraction exact", title=f"Run {result.run}", title_justify="left")
+    blind = Table("checkpoint", "pairs", "n-gram reader (95%)", "surprisal reader (95%)",
+                  title="Machine blind test: real continuation or the checkpoint's?", title_justify="left")
     for c in report["checkpoints"]:
         exact = c["extraction"]["exact_share"]
         share = c["samples"]["target_share"]
@@ -611,38 +613,35 @@ def evaluate_command(
         table.add_row(("→ " if c["name"] == result.recommended else "") + c["name"],
                       f"{ppl:.1f}" if ppl else "—", _share_cell(share, c.get("intervals", {}).get("target_share")),
                       f"{c['samples']['longest_span']['mean']:.1f} / {c['samples']['longest_span']['max']:.0f}",
-                      f"{c['samples']['share_with_copied_span']:.0%}", f"{exact:.0%}" if exact is not None else "—",
-                      _blind_cell(c.get("blind_test")))
+                      f"{c['samples']['share_with_copied_span']:.0%}", f"{exact:.0%}" if exact is not None else "—")
+        test = c.get("blind_test") or {}
+        blind.add_row(c["name"], str(test.get("pairs", "—")), _blind_cell(test.get("ngrams")),
+                      _blind_cell(test.get("surprisal")))
     ceiling = report["ceiling"]["target_share"]
     table.add_row("real held-out text", "", f"{ceiling:.0%}" if ceiling is not None else "—",
                   f"{report['ceiling']['longest_span']['mean']:.1f} / {report['ceiling']['longest_span']['max']:.0f}",
                   "", "", style="dim")
     out.print(table)
+    out.print(blind)
     verdict = f"Recommended: {result.recommended} ({report['reason']})" if result.recommended else \
         f"No recommendation: {report['reason']}"
     out.print(Text(verdict, style="bold green" if result.recommended else "bold red"), soft_wrap=True)
     out.print(Text(f"Rule: {report['rule']}", style="dim"), soft_wrap=True)
-    out.print(Text("Blind test: cross-validated accuracy of a reader telling the author's continuations from the "
-                   "checkpoint's (95% interval); 50% = it cannot tell them apart.", style="dim"), soft_wrap=True)
+    out.print(Text("Blind test: the cross-validated accuracy of a reader telling the author's continuations from the "
+                   "checkpoint's; 50% = it cannot tell them apart.", style="dim"), soft_wrap=True)
     out.print(f"Report: {result.folder / 'report.html'} (and report.json, plots/)")
 
 
 def _share_cell(share: float | None, interval: list | None) -> str:
     if share is None:
         return "—"
-    return f"{share:.0%} ({interval[0]:.0%}–{interval[1]:.0%})" if interval else f"{share:.0%}"
+    return f"{share:.0%} ({100 * interval[0]:.0f}–{100 * interval[1]:.0f})" if interval else f"{share:.0%}"
 
 
-def _blind_cell(blind: dict | None) -> str:
-    if not blind:
+def _blind_cell(test: dict | None) -> str:
+    if not test or test.get("accuracy") is None:
         return "—"
-
-    def one(test: dict) -> str:
-        if test["accuracy"] is None:
-            return "—"
-        return f"{test['accuracy']:.0%} ({test['low']:.0%}–{test['high']:.0%})"
-
-    return f"{one(blind['ngrams'])} / {one(blind['surprisal'])}"
+    return f"{test['accuracy']:.0%} ({100 * test['low']:.0f}–{100 * test['high']:.0f})"
 
 
 # ---------------------------------------------------------------- serve

@@ -150,10 +150,11 @@ def count_matrix(code_lists: Sequence[np.ndarray], vocabulary: np.ndarray) -> sp
     columns, values = [], []
     for codes in code_lists:
         if len(vocabulary) and len(codes):
-            pos = np.searchsorted(vocabulary, codes)
+            distinct, counts = np.unique(codes, return_counts=True)  # sorted queries search far faster
+            pos = np.searchsorted(vocabulary, distinct)
             pos[pos == len(vocabulary)] = 0
-            pos = pos[vocabulary[pos] == codes]
-            cols, counts = np.unique(pos, return_counts=True)
+            hit = vocabulary[pos] == distinct
+            cols, counts = pos[hit], counts[hit]
         else:
             cols = counts = np.zeros(0, dtype=np.int64)
         columns.append(cols)

@@ -25,6 +25,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,11 @@ class StyleModel:
     calibration: Calibration
     training: dict[str, dict[str, int]]  # author -> works, chunks, words
     corpus_fingerprint: str | None = None  # set for a workspace model: the corpus it was fitted on
+
+    @cached_property
+    def covered_words(self) -> frozenset[str]:
+        """Words of at least `min_works` training works: a text's coverage is its share of words among them."""
+        return frozenset(self.word.vocabulary.words)
 
     def save(self, path: Path) -> None:
         """`path` (.npz) written atomically: numpy arrays, and the rest as one JSON string."""
@@ -300,7 +306,7 @@ def attribute_many(model: StyleModel, texts: Sequence[str]) -> list[Attribution]
         i = int(short[0])
         which = "the text" if len(texts) == 1 else f"text {i + 1} of {len(texts)}"
         raise StyleError(f"{which} has {words[i]} words; attribution needs at least {model.settings.min_words}")
-    outputs = _view_outputs(model.char, model.word, model.delta, _covered_words(model), norms)
+    outputs = _view_outputs(model.char, model.word, model.delta, model.covered_words, norms)
     logits = combine(model.combination, outputs)
     p = softmax(logits)
     found = evidence(logits, outputs.char, outputs.word, outputs.delta_words, outputs.delta_chars,
@@ -336,14 +342,6 @@ def attribute_many(model: StyleModel, texts: Sequence[str]) -> list[Attribution]
 def attribute(model: StyleModel, text: str) -> Attribution:
     """Rank the model's authors by how much `text` reads like each, and say whether it reads like any."""
     return attribute_many(model, [text])[0]
-
-
-def _covered_words(model: StyleModel) -> frozenset[str]:
-    cached = getattr(model, "_covered", None)
-    if cached is None:
-        cached = frozenset(model.word.vocabulary.words)
-        model._covered = cached  # type: ignore[attr-defined]
-    return cached
 
 
 # ---------------------------------------------------------------- fitting
