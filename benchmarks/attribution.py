@@ -1,6 +1,7 @@
 """Attribution accuracy and the open-set answer on works the model never saw, 13 authors of the shared corpus.
 
     python benchmarks/attribution.py [--corpus ../shared/corpus] [--workspace DIR] [--write docs/benchmarks.md]
+                                     [--results FILE.json] [--render FILE.json]
 
 1. Builds `ru-classics` with dvoinik's own corpus stage (or reuses `--workspace`'s built
    corpus), so the texts are read, cleaned and deduplicated the way users get them.
@@ -21,6 +22,9 @@
    false-alarm rate, by length; and the false alarms on the test works, by author.
 5. Fits the shipped model on every work and prints the weights and detector that
    `stylometry.py` uses as defaults for corpora too small to calibrate.
+
+`--results` keeps the measurements as JSON; `--render` writes the section from such a
+file without measuring again.
 """
 
 from __future__ import annotations
@@ -183,6 +187,7 @@ def measure_split(documents: dict[str, list[Document]], seed: int, per_author: i
             "false_alarms": float(np.mean([r.outsider for r in results])),
             "false_alarms_by_author": {a: float(np.mean([r.outsider for r, t in zip(results, truth) if t == a]))
                                        for a in sorted(set(truth))},
+            "samples_by_author": {a: truth.count(a) for a in sorted(set(truth))},
             "accuracy_by_author": {a: float(right[[t == a for t in truth]].mean()) for a in sorted(set(truth))},
         }
         if baseline is not None:
@@ -194,6 +199,15 @@ def measure_split(documents: dict[str, list[Document]], seed: int, per_author: i
 
 def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def pooled(row: dict, authors: list[str]) -> float | None:
+    """The false-alarm rate over these authors' samples."""
+    counts = row.get("samples_by_author", {})
+    weights = [counts.get(a, 1) for a in authors]
+    if not authors:
+        return None
+    return sum(row["false_alarms_by_author"][a] * w for a, w in zip(authors, weights)) / sum(weights)
 
 
 def section(results: list[dict], final: dict, args: argparse.Namespace, started: float, works: int) -> list[str]:
@@ -213,13 +227,13 @@ def section(results: list[dict], final: dict, args: argparse.Namespace, started:
         "*plain SVM*: scikit-learn's TfidfVectorizer(char 2–4, sublinear tf) + LinearSVC on the same chunks.",
         "",
     ]
-    has_plain = "plain" in results[0]["sizes"][SIZES[0]]
+    has_plain = "plain" in next(iter(results[0]["sizes"].values()))
     head = "| split | sample | samples (authors) | **shipped** | characters (SVM) | words (SVM) | Delta words | " \
            "Delta characters | previous | " + ("plain SVM | " if has_plain else "") + "mean confidence |"
     lines += [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_plain else "") + "---:|"]
     for r in results:
         for size, row in r["sizes"].items():
-            cells = [f"{r['seed']}", f"{size:,} words", f"{row['samples']} ({row['authors']})",
+            cells = [f"{r['seed']}", f"{int(size):,} words", f"{row['samples']} ({row['authors']})",
                      f"**{pct(row['combined'])}**", *(pct(row[v]) for v in VIEWS), pct(row["previous"]),
                      *([pct(row["plain"])] if has_plain else []), pct(row["confidence"])]
             lines.append("| " + " | ".join(cells) + " |")
@@ -235,30 +249,40 @@ def section(results: list[dict], final: dict, args: argparse.Namespace, started:
     lines += [
         "### None of them",
         "",
-        f"The outsider detector of the split-{first['seed']} model, scored on its own calibration: "
-        f"{cal['folds']} folds, each leaving some authors out entirely (every author is the outsider once) and "
-        f"holding some works of the others out; each fold's samples scored by a detector fitted on the other folds. "
-        f"{open_set['insiders']} insider and {open_set['outsiders']} outsider samples; threshold at a 5% false-alarm "
-        "rate on insiders, set per length.",
+        f"Calibration of the split-{first['seed']} model: {cal['folds']} folds, each leaving some authors out entirely "
+        "(every author is the outsider once) and holding some works of the others out; each fold's samples scored by "
+        f"a detector fitted on the other folds, its thresholds set on them too. {open_set['insiders']} insider and "
+        f"{open_set['outsiders']} outsider samples; the threshold flags 5% of the insiders, set per length.",
         "",
-        "| sample | AUROC | outsiders caught | false alarms (calibration) | false alarms on the test works | "
-        "accuracy of held-out insiders (calibration) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| sample | AUROC | outsiders caught | false alarms | insiders attributed right |",
+        "|---|---:|---:|---:|---:|",
     ]
-    by_length = open_set["by_length"]
-    test_alarms = {str(s): row["false_alarms"] for s, row in first["sizes"].items()}
-    for length, row in by_length.items():
+    for length, row in open_set["by_length"].items():
         lines.append(f"| {int(length):,} words | {row['auroc']:.3f} | {pct(row['detected'])} | {pct(row['false_alarms'])} "
-                     f"| {pct(test_alarms.get(length))} | {pct(cal['by_length'].get(length))} |")
-    lines.append(f"| all | {open_set['auroc']:.3f} | {pct(open_set['detected'])} | {pct(open_set['false_alarms'])} | "
-                 "| " + pct(cal["accuracy"]) + " |")
-    for size in (1000, 5000):
-        by_author = first["sizes"][size]["false_alarms_by_author"]
-        lines += ["", f"False alarms on the test works at {size:,} words, by author (train works in brackets): "
-                  + ", ".join(f"{a} {pct(v)} ({first['train'][a]})" for a, v in by_author.items()) + "."]
+                     f"| {pct(cal['by_length'].get(length))} |")
+    lines.append(f"| all | {open_set['auroc']:.3f} | {pct(open_set['detected'])} | {pct(open_set['false_alarms'])} "
+                 f"| {pct(cal['accuracy'])} |")
     lines += [
         "",
-        f"Test-work samples not covered by the calibration's length grid (500, 2,000, 5,000 words) use thresholds "
+        "The same models on the test works (insiders all: their authors are in the model). An author with a "
+        "single training work was never an insider in calibration (nothing of theirs could be held out), and their "
+        "other works are the ones most often called outsiders:",
+        "",
+        "| split | sample | false alarms | authors with 2+ training works | authors with 1 (which) |",
+        "|---|---|---:|---:|---|",
+    ]
+    for r in results:
+        single = sorted(a for a, n in r["train"].items() if n < 2)
+        for size, row in r["sizes"].items():
+            by_author = row["false_alarms_by_author"]
+            many = [a for a in by_author if a not in single]
+            few = [a for a in by_author if a in single]
+            lines.append(f"| {r['seed']} | {int(size):,} words | {pct(row['false_alarms'])} | "
+                         f"{pct(pooled(row, many))} | {pct(pooled(row, few))} "
+                         f"({', '.join(f'{a} {pct(by_author[a])}' for a in few)}) |")
+    lines += [
+        "",
+        "Test-work samples between the calibration's lengths (500, 2,000 and 5,000 words) use thresholds "
         f"interpolated in log(length). Fitting on all {works} works: {final['seconds']:.0f} s.",
         SECTION_END,
     ]
@@ -273,8 +297,15 @@ def main() -> None:
     parser.add_argument("--per-author", type=int, default=20, help="test samples per author and size")
     parser.add_argument("--splits", type=int, default=len(SPLIT_SEEDS), help="how many of the splits to run")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain scikit-learn baseline")
+    parser.add_argument("--results", type=Path, default=None, help="also write the measurements to this JSON file")
+    parser.add_argument("--render", type=Path, default=None, help="write the section from this JSON file, measuring nothing")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.render:
+        saved = json.loads(args.render.read_text(encoding="utf-8"))
+        lines = section(saved["results"], saved["final"], args, started - saved["seconds"], saved["works"])
+        publish("\n".join(lines), args.write, SECTION_START, SECTION_END)
+        return
 
     if args.workspace:
         documents = load_documents(load_workspace(args.workspace).corpus_dir)
@@ -292,7 +323,11 @@ def main() -> None:
     print("DEFAULT_COMBINATION =", tuple(round(x, 4) for x in everything.combination))
     print("DEFAULT_DETECTOR =", json.dumps({k: [round(x, 4) for x in v] if isinstance(v, list) else v
                                             for k, v in json.loads(json.dumps(detector)).items()}))
-    final = {"seconds": seconds, "calibration": asdict(everything.calibration)}
+    final = {"seconds": seconds, "calibration": asdict(everything.calibration), "combination": everything.combination,
+             "detector": detector}
+    if args.results:
+        args.results.write_text(json.dumps({"results": results, "final": final, "works": len(documents),
+                                            "seconds": time.perf_counter() - started}, indent=1), encoding="utf-8")
     publish("\n".join(section(results, final, args, started, len(documents))), args.write, SECTION_START, SECTION_END)
 
 

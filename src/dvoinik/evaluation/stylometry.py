@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
@@ -70,8 +69,16 @@ SHORT_TEXT_WORDS = 1000  # below this, attribution among many authors is less re
 # Used where nothing can be calibrated (no author with two works, or only two authors for
 # the open-set answer): fitted on the 13-author benchmark corpus with the default settings
 # by `python benchmarks/attribution.py` (docs/benchmarks.md).
-DEFAULT_COMBINATION = (2.0, 1.0, 8.0, 0.5, 0.2, 2.0)
-DEFAULT_DETECTOR: dict = {}
+DEFAULT_COMBINATION = (3.934, 6.1577, 5.0033, 0.4733, -0.7179, -2.9025)
+DEFAULT_DETECTOR: dict = {
+    "mean": [3.6481, -0.217, -0.3416, 0.9082, 0.7175, 0.0809, -0.9949],
+    "scale": [3.4988, 0.3, 0.3037, 0.0581, 0.2807, 0.0407, 1.2337],
+    "weights": [-0.446, -0.7107, -1.7978, 0.5781, -0.0928, 0.0702, 0.9831],
+    "bias": -1.0562,
+    "lengths": [-2.3026, -1.204, 0.0, 1.0986],
+    "thresholds": [1.0903, 1.7761, 1.5357, 0.4599],
+    "false_alarm_rate": 0.05,
+}
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -584,14 +591,7 @@ def _fit_open_set(collected, combination: Sequence[float]) -> OutsiderDetector:
 
 def default_detector() -> OutsiderDetector:
     """The detector fitted on the benchmark corpus, for corpora with too few authors to leave one out."""
-    if DEFAULT_DETECTOR:
-        data = dict(DEFAULT_DETECTOR)
-        data["calibration"] = asdict(OpenSetCalibration(0, 0, None, None, None))
-        return OutsiderDetector.from_dict(data)
-    # Before any benchmark: a detector that never fires.
-    size = 7
-    return OutsiderDetector((0.0,) * size, (1.0,) * size, (0.0,) * size, 0.0, (0.0,), (math.inf,),
-                            FALSE_ALARM_RATE, OpenSetCalibration(0, 0, None, None, None))
+    return OutsiderDetector.from_dict({**DEFAULT_DETECTOR, "calibration": asdict(OpenSetCalibration(0, 0, None, None, None))})
 
 
 def _calibration(collected, combination, works: Sequence[Work], authors: list[str], folds: int,
