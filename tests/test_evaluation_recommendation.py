@@ -35,7 +35,7 @@ def test_a_one_sample_difference_does_not_outweigh_perplexity() -> None:
     name, reason = recommend([early, late], EvaluateSettings(), TARGET)
     assert name == "checkpoint-150"
     assert "checkpoint-300" in reason and "McNemar p = 1.00 on the same 11 prompts" in reason
-    assert "perplexity 282.0 against perplexity 427.0" in reason and "91% [62%–98%]" in reason
+    assert "perplexity 282.0, against 427.0" in reason and "91% [62%–98%] of its samples" in reason
 
 
 def test_a_real_difference_in_style_still_decides() -> None:

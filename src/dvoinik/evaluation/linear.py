@@ -55,10 +55,12 @@ class LinearView:
 
 def tfidf(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
     """Sublinear TF-IDF with unit-length rows (scikit-learn's TfidfTransformer(sublinear_tf=True), by hand)."""
-    x = counts.astype(np.float64, copy=True).tocsr()
+    x = counts.tocsr().astype(np.float64, copy=True)
     x.data = (1.0 + np.log(x.data)) * idf[x.indices]
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    x.data /= np.repeat(np.where(norms > 0, norms, 1.0), np.diff(x.indptr))
+    lengths = np.diff(x.indptr)
+    rows = np.repeat(np.arange(x.shape[0]), lengths)
+    norms = np.sqrt(np.bincount(rows, weights=x.data * x.data, minlength=x.shape[0]))
+    x.data /= np.repeat(np.where(norms > 0, norms, 1.0), lengths)
     return x
 
 

@@ -20,6 +20,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 from scipy import sparse
@@ -138,7 +139,8 @@ def text_codes(norm: str, spec: NgramSpec, alphabet_codes: np.ndarray, word_numb
         bits = ALPHABET_BITS
     else:
         words = WORD.findall(norm)
-        indices = np.fromiter((word_number.get(w, 0) for w in words), dtype=np.int64, count=len(words))
+        # map() calls dict.get(word, 0) from C: no Python frame per word
+        indices = np.array(list(map(word_number.get, words, repeat(0, len(words)))), dtype=np.int64)
         bits = WORD_BITS
     parts = [packed(indices, n, bits) for n in range(spec.n_min, spec.n_max + 1)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

@@ -105,7 +105,8 @@ def recommend(checkpoints: list[dict], settings: EvaluateSettings, target: str |
     else:
         why = (f"{style} read as the target, not worse beyond the noise than the best, {top['name']} with "
                f"{_share_text(top)} ({_test_text(chosen, top, target)}); the lowest held-out perplexity of the "
-               f"{len(close)} checkpoints within the noise ({_ppl(chosen)} against {_ppl(top)})")
+               f"{len(close)} checkpoints within the noise ({_ppl(chosen)}, against {top['val_target_ppl']:.1f})"
+               if top.get("val_target_ppl") is not None else f"{len(close)} checkpoints within the noise ({_ppl(chosen)})")
     return chosen["name"], f"{why}; {passing}"
 
 
@@ -131,7 +132,7 @@ def _share_text(c: dict) -> str:
     n = _samples(c)
     low, high = wilson_interval(round(share * n), n) if n else (None, None)
     interval = f" [{low:.0%}–{high:.0%}]" if low is not None and high is not None else ""
-    return f"{share:.0%}{interval} of {c['name']}'s samples" if n else f"{share:.0%} of its samples"
+    return f"{share:.0%}{interval} of its samples" if n else f"{share:.0%} of its samples"
 
 
 def _test_text(candidate: dict, best: dict, target: str | None) -> str:
