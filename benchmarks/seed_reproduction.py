@@ -55,7 +55,8 @@ IMAGES = ROOT / "docs" / "images"
 @dataclass(frozen=True)
 class Size:
     model: str
-    chars_per_author: int | None  # whole works, in file order, up to this many characters (None: all)
+    chars_per_author: int | None  # whole works, smallest first, up to this many characters (None: all)
+    target_chars: int | None  # the same for the target
     vocab_size: int
     block_size: int
     batch_size: int
@@ -72,23 +73,23 @@ class Size:
 
 
 SIZES = {
-    "cpu": Size(model="tiny", chars_per_author=150_000, vocab_size=4000, block_size=128, batch_size=16,
+    "cpu": Size(model="tiny", chars_per_author=150_000, target_chars=120_000, vocab_size=4000, block_size=128, batch_size=16,
                 pretrain_steps=400, pretrain_lr=2e-3, finetune_steps=800, finetune_lr=1e-3, save_every=100,
-                target_ppl=4.0, prompts=24, sample_tokens=96, extraction_prompts=24, minutes=10.0),
-    "gpu": Size(model="small", chars_per_author=None, vocab_size=16000, block_size=512, batch_size=32,
+                target_ppl=4.0, prompts=24, sample_tokens=96, extraction_prompts=24, minutes=30.0),
+    "gpu": Size(model="small", chars_per_author=None, target_chars=None, vocab_size=16000, block_size=512, batch_size=32,
                 pretrain_steps=2500, pretrain_lr=6e-4, finetune_steps=2000, finetune_lr=2e-4, save_every=250,
                 target_ppl=4.0, prompts=48, sample_tokens=192, extraction_prompts=32, minutes=4.0),
 }
 
 
 def chosen_files(classics: Path, author: str, cap: int | None) -> list[Path]:
-    """The author's works in file order, whole, up to `cap` characters (at least one)."""
+    """The author's works, whole, smallest first, up to `cap` characters (at least two where there are two)."""
     rows = [line.split("\t") for line in (classics / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()[1:]]
-    files = sorted((r[1], int(r[5])) for r in rows if r[0] == author)
+    files = sorted((int(r[5]), r[1]) for r in rows if r[0] == author)
     out, total = [], 0
-    for name, chars in files:
-        if cap is not None and out and total + chars > cap:
-            continue
+    for chars, name in files:
+        if cap is not None and len(out) >= 2 and total + chars > cap:
+            break
         out.append(classics / name)
         total += chars
     return out
@@ -100,8 +101,8 @@ def workspace(folder: Path, name: str, authors: dict[str, tuple[str, float]], cl
         return load_workspace(folder)
     ws = init_workspace(folder, name=name)
     for author, (role, weight) in authors.items():
-        ws, _ = add_sources(ws, chosen_files(classics, author, size.chars_per_author), author=author, role=role,
-                            weight=weight)
+        cap = size.target_chars if role == "target" else size.chars_per_author
+        ws, _ = add_sources(ws, chosen_files(classics, author, cap), author=author, role=role, weight=weight)
     ws = write_settings(ws, "corpus", {"workers": 1})
     build_corpus(ws)
     return ws
