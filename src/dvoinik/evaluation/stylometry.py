@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from dvoinik.atomic import atomic_open
 from dvoinik.corpus.build import DOCUMENTS_FILE, REPORT_JSON, load_documents, read_text_file
 from dvoinik.evaluation.delta import DeltaModel, DeltaSettings, count_delta, fit_delta
 from dvoinik.evaluation.linear import LinearView, fit_linear
-from dvoinik.evaluation.ngrams import WORD, NgramSpec, Work, chunk_texts, fit_vocabulary, normalize
+from dvoinik.evaluation.ngrams import WORD, NgramSpec, Vocabulary, Work, chunk_texts, fit_vocabulary, normalize
 from dvoinik.evaluation.openset import (
     FALSE_ALARM_RATE,
     FOREIGN_COVERAGE,
@@ -435,7 +436,8 @@ def fit_style_model(
     )
 
 
-def _counted(vocabulary, texts: list[str], stage: str, progress: ProgressCallback):
+def _counted(vocabulary: Vocabulary, texts: list[str], stage: str, progress: ProgressCallback) -> Any:
+    """texts × features counts (a CSR matrix), in steps so the progress moves."""
     from scipy import sparse
 
     parts = []
