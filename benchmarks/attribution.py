@@ -1,26 +1,30 @@
-"""Attribution accuracy on held-out works of the 13 authors in the shared corpus.
+"""Attribution accuracy and the open-set answer on works the model never saw, 13 authors of the shared corpus.
 
-    python benchmarks/attribution.py [--corpus ../shared/corpus] [--write docs/benchmarks.md] [--no-tune]
+    python benchmarks/attribution.py [--corpus ../shared/corpus] [--workspace DIR] [--write docs/benchmarks.md]
+                                     [--results FILE.json] [--render FILE.json]
 
-1. Builds `ru-classics` with dvoinik's own corpus stage in a temporary workspace, so the
-   texts are read, cleaned and deduplicated the way users get them.
-2. Splits each author's works into training and test works (whole works, a seeded
-   order, about 20% of the author's words held out, never more than half, at least one
-   work on each side; the pipeline's own validation split would leave an author with
-   two works nothing to test on).
-3. Tuning (unless --no-tune): three development folds cut the same way from the
-   training works only; for each chunk size and character n a model is fitted on the
-   rest and scored on samples of the development works, for every MFW count and number
-   of character n-grams. The test works are not touched. The recommended settings are
-   the smallest model within one standard error of the best; the doc says whether they
-   are the defaults.
-4. Fits the default settings (`StyleSettings()`) on all training works and attributes
-   samples of 500, 1,000, 2,000 and 5,000 consecutive words drawn from the test works
-   (up to --per-author per author and size, non-overlapping, spread over the author's
-   works). Reports top-1 accuracy of the word view, the character view, their
-   combination, and in the same run classic Burrows' Delta (mean absolute z-score
-   difference) on the same MFW and on its own best MFW from the development folds, plus
-   chance; and the calibration: mean confidence against accuracy, and ECE.
+1. Builds `ru-classics` with dvoinik's own corpus stage (or reuses `--workspace`'s built
+   corpus), so the texts are read, cleaned and deduplicated the way users get them.
+2. Two splits of each author's works into training and test works (whole works, seeded
+   orders 2024 and 7, about 20% of the author's words held out, never more than half, at
+   least one work on each side). The first is the split earlier versions were measured
+   on ("the corpus's test works"); the second is a second look at other unseen works.
+3. On each split, fits the shipped model (`StyleSettings()`) on the training works and
+   attributes samples of 500, 1,000, 2,000 and 5,000 consecutive words drawn from the
+   test works (up to --per-author per author and size). Reports top-1 accuracy of the
+   shipped combination, of each of its four views alone (the character and word SVMs,
+   Cosine Delta's word and character views), of the previous model (Cosine Delta, both
+   views averaged: exactly what `dvoinik style` shipped before), and of a plain
+   scikit-learn baseline fitted on the same 1,000-word chunks (`TfidfVectorizer` on
+   character 2–4-grams, sublinear tf, `LinearSVC`, library defaults otherwise).
+4. The open-set answer: the model's own calibration (every author in turn left out,
+   scored by folds not fitted on it): AUROC and the share of outsiders caught at the 5%
+   false-alarm rate, by length; and the false alarms on the test works, by author.
+5. Fits the shipped model on every work and prints the weights and detector that
+   `stylometry.py` uses as defaults for corpora too small to calibrate.
+
+`--results` keeps the measurements as JSON; `--render` writes the section from such a
+file without measuring again.
 """
 
 from __future__ import annotations
@@ -28,14 +32,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import itertools
-import math
+import json
 import os
 import platform
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,33 +46,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sections import publish
 
-from dvoinik.corpus.build import Document, build_corpus
+from dvoinik.corpus.build import Document, build_corpus, load_documents
+from dvoinik.evaluation.ngrams import chunk_texts, normalize
 from dvoinik.evaluation.stylometry import (
     StyleModel,
     StyleSettings,
-    cosine_distances,
-    expected_calibration_error,
-    fit_from_training,
-    prepare_training,
-    probabilities,
+    attribute_many,
+    fit_style_model,
+    with_min_words,
     work_id,
 )
-from dvoinik.workspace import add_sources, init_workspace
+from dvoinik.workspace import add_sources, init_workspace, load_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION_START = "<!-- attribution:start -->"
 SECTION_END = "<!-- attribution:end -->"
-SIZES = (500, 1000, 2000, 5000)  # test sample sizes; 500 shows what happens near the minimum
-TUNE_SIZES = (1000, 2000, 5000)
-TEST_SEED = 2024
-DEV_SEEDS = (1, 2, 3)
+SIZES = (500, 1000, 2000, 5000)
+SPLIT_SEEDS = (2024, 7)  # 2024: the split of earlier measurements
 HELD_SHARE, HELD_CAP = 0.2, 0.5
-
-# The tuning grid: a (chunk_words, char_n) pair needs its own count; the feature counts are column slices.
-GRID_CHUNKS = (1000, 2000, 4000)
-GRID_CHAR_N = (2, 3, 4)
-GRID_MFW = (100, 200, 300, 500, 750, 1000, 1500, 2000, 3000)
-GRID_CHAR_FEATURES = (500, 1000, 2000, 3000, 5000, 8000, 12000)
+VIEWS = ("characters", "words", "Delta words", "Delta characters")
 
 err = Console(stderr=True)
 
@@ -140,226 +135,200 @@ def texts_by_author(works: dict[str, list[Document]]) -> dict[str, list[tuple[st
     return {a: [(work_id(d.source), d.text) for d in docs] for a, docs in works.items() if docs}
 
 
-def view_distances(model: StyleModel, samples: list[tuple[str, str]]) -> dict[str, np.ndarray]:
-    """Distances (samples × authors) per method, and the true author of each sample."""
-    word_z, char_z, _ = model.zscores([text for _, text in samples])
-    dw, dc, d = model.distances(word_z, char_z)
-    burrows = np.abs(word_z[:, None, :] - model.word_centroids[None]).mean(axis=2)
-    truth = np.array([model.authors.index(a) for a, _ in samples])
-    return {"words": dw, "chars": dc, "combined": d, "burrows": burrows, "truth": truth}
-
-
-def accuracy(distances: np.ndarray, truth: np.ndarray) -> float:
-    return float((distances.argmin(axis=1) == truth).mean())
-
-
-# ---------------------------------------------------------------- tuning
-
-
-def tune(train: dict[str, list[Document]], per_author: int) -> dict:
-    """Accuracy on the development folds for every grid point: the rows (best first) and Burrows' Delta per MFW."""
-    folds = [split_works(train, seed) for seed in DEV_SEEDS]
-    widest = StyleSettings(mfw=max(GRID_MFW), char_features=max(GRID_CHAR_FEATURES))
-    scores: dict[tuple, list[float]] = defaultdict(list)
-    samples_scored = 0
+def fit(texts: dict[str, list[tuple[str, str]]], what: str) -> tuple[StyleModel, float]:
+    started = time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task("tuning on development folds", total=len(folds) * len(GRID_CHUNKS) * len(GRID_CHAR_N))
-        for (kept, dev), chunk, n in itertools.product(folds, GRID_CHUNKS, GRID_CHAR_N):
-            wide = fit_from_training(prepare_training(texts_by_author(kept), replace(widest, chunk_words=chunk, char_n=n)))
-            for size in TUNE_SIZES:
-                samples = draw_samples(dev, size, per_author, seed=17)
-                word_z, char_z, _ = wide.zscores([text for _, text in samples])
-                truth = np.array([wide.authors.index(a) for a, _ in samples])
-                samples_scored += len(samples) if (chunk, n) == (GRID_CHUNKS[0], GRID_CHAR_N[0]) else 0
-                # Fewer features are the leading columns of the widest model (vocabularies are ranked).
-                dw = {k: cosine_distances(word_z[:, :k], wide.word_centroids[:, :k]) for k in GRID_MFW}
-                dc = {k: cosine_distances(char_z[:, :k], wide.char_centroids[:, :k]) for k in GRID_CHAR_FEATURES}
-                for mfw in GRID_MFW:
-                    burrows = np.abs(word_z[:, None, :mfw] - wide.word_centroids[None, :, :mfw]).mean(axis=2)
-                    scores[("burrows", chunk, mfw, size)].append(accuracy(burrows, truth))
-                for mfw, features in itertools.product(GRID_MFW, GRID_CHAR_FEATURES):
-                    key = (chunk, n, mfw, features)
-                    scores[key + ("words", size)].append(accuracy(dw[mfw], truth))
-                    scores[key + ("chars", size)].append(accuracy(dc[features], truth))
-                    scores[key + ("combined", size)].append(accuracy((dw[mfw] + dc[features]) / 2, truth))
-            bar.advance(task)
+        task = bar.add_task(what, total=None)
 
-    def summary(key: tuple) -> dict:
-        by_size = {size: float(np.mean(scores[key + (size,)])) for size in TUNE_SIZES}
-        return {**by_size, "mean": float(np.mean(list(by_size.values())))}
+        def on_progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{what}: {stage}", completed=done, total=total)
 
-    rows = []
-    for chunk, n, mfw, features in itertools.product(GRID_CHUNKS, GRID_CHAR_N, GRID_MFW, GRID_CHAR_FEATURES):
-        row = {"chunk_words": chunk, "char_n": n, "mfw": mfw, "char_features": features}
-        row.update({view: summary((chunk, n, mfw, features, view)) for view in ("words", "chars", "combined")})
-        rows.append(row)
-    rows.sort(key=lambda r: -r["combined"]["mean"])
-    burrows = {(chunk, mfw): summary(("burrows", chunk, mfw)) for chunk, mfw in itertools.product(GRID_CHUNKS, GRID_MFW)}
-    # Many grid points tie within noise: take the smallest model (fewest features) within one
-    # standard error of the best, which also suits the smaller corpora users have.
-    best = rows[0]["combined"]["mean"]
-    standard_error = math.sqrt(best * (1 - best) / samples_scored)
-    close = [r for r in rows if r["combined"]["mean"] >= best - standard_error]
-    choice = min(close, key=lambda r: (r["mfw"] + r["char_features"], -r["combined"]["mean"]))
-    return {"rows": rows, "burrows": burrows, "choice": choice, "standard_error": standard_error,
-            "samples": samples_scored}
+        model = fit_style_model(texts, StyleSettings(), on_progress)
+    return model, time.perf_counter() - started
 
 
-def tuning_lines(tuning: dict) -> list[str]:
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}"
+def plain_baseline(train: dict[str, list[Document]]):
+    """scikit-learn's TfidfVectorizer (character 2–4-grams, sublinear tf) and LinearSVC, on 1,000-word chunks."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
 
-    rows = tuning["rows"]
-    default = StyleSettings()
-    key = ("chunk_words", "char_n", "mfw", "char_features")
-    shown = rows[:8] + [r for r in rows[8:] if r is tuning["choice"]
-                        or tuple(r[k] for k in key) == tuple(getattr(default, k) for k in key)]
+    chunks, labels = [], []
+    for author, docs in sorted(train.items()):
+        for doc in docs:
+            for chunk in chunk_texts(normalize(doc.text), 1000):
+                chunks.append(chunk)
+                labels.append(author)
+    model = make_pipeline(TfidfVectorizer(analyzer="char", ngram_range=(2, 4), sublinear_tf=True), LinearSVC())
+    return model.fit(chunks, labels)
+
+
+def measure_split(documents: dict[str, list[Document]], seed: int, per_author: int, plain: bool) -> dict:
+    train, test = split_works(documents, seed)
+    model, seconds = fit(texts_by_author(train), f"split {seed}: fitting")
+    baseline = plain_baseline(train) if plain else None
+    lenient = with_min_words(model, 1)
+    out: dict = {"seed": seed, "fit_seconds": seconds, "train": {a: len(d) for a, d in train.items()},
+                 "test": {a: len(d) for a, d in test.items()}, "sizes": {}, "calibration": asdict(model.calibration)}
+    for size in SIZES:
+        samples = draw_samples(test, size, per_author, seed=seed)
+        truth = [a for a, _ in samples]
+        started = time.perf_counter()
+        results = attribute_many(lenient, [t for _, t in samples])
+        attribute_seconds = time.perf_counter() - started
+        right = np.array([r.best.author == a for r, a in zip(results, truth)])
+        confidence = np.array([r.confidence for r in results])
+        row = {
+            "samples": len(samples), "authors": len(set(truth)), "seconds": attribute_seconds,
+            "combined": float(right.mean()), "confidence": float(confidence.mean()),
+            **{view: float(np.mean([r.views[view] == a for r, a in zip(results, truth)])) for view in VIEWS},
+            "previous": float(np.mean([min(r.ranking, key=lambda s: s.distance).author == a
+                                       for r, a in zip(results, truth)])),
+            "false_alarms": float(np.mean([r.outsider for r in results])),
+            "false_alarms_by_author": {a: float(np.mean([r.outsider for r, t in zip(results, truth) if t == a]))
+                                       for a in sorted(set(truth))},
+            "samples_by_author": {a: truth.count(a) for a in sorted(set(truth))},
+            "accuracy_by_author": {a: float(right[[t == a for t in truth]].mean()) for a in sorted(set(truth))},
+        }
+        if baseline is not None:
+            row["plain"] = float(np.mean(baseline.predict([normalize(t) for _, t in samples]) == np.array(truth)))
+        out["sizes"][size] = row
+        err.print(f"split {seed}, {size} words: {json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)})}")
+    return out
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def pooled(row: dict, authors: list[str]) -> float | None:
+    """The false-alarm rate over these authors' samples."""
+    counts = row.get("samples_by_author", {})
+    weights = [counts.get(a, 1) for a in authors]
+    if not authors:
+        return None
+    return sum(row["false_alarms_by_author"][a] * w for a, w in zip(authors, weights)) / sum(weights)
+
+
+def section(results: list[dict], final: dict, args: argparse.Namespace, started: float, works: int) -> list[str]:
     lines = [
-        "| chunk words | char n | MFW | char n-grams | combined 1k / 2k / 5k | combined mean | words mean | chars mean |",
-        "|---:|---:|---:|---:|---|---:|---:|---:|",
+        SECTION_START,
+        "## Stylometric attribution",
+        "",
+        f"`python benchmarks/attribution.py --write docs/benchmarks.md` on {platform.machine()}, {os.cpu_count()} "
+        f"cores, Python {platform.python_version()}, {datetime.date.today().isoformat()}; "
+        f"{time.perf_counter() - started:.0f} s in all. `ru-classics` built by dvoinik's corpus stage ({works} works "
+        f"after deduplication), split by whole work twice; samples of consecutive words from the test works, up to "
+        f"{args.per_author} per author and size (an author whose test works are all shorter than a size has none "
+        "of it). Shipped settings: " + ", ".join(f"{k}={v}" for k, v in asdict(StyleSettings()).items()) + ".",
+        "",
+        "Top-1 accuracy on test works (works the model never saw). *Shipped*: the calibrated combination; then each "
+        "of its views alone; *previous*: Cosine Delta, word and character views averaged (the model shipped before); "
+        "*plain SVM*: scikit-learn's TfidfVectorizer(char 2–4, sublinear tf) + LinearSVC on the same chunks.",
+        "",
     ]
-    for r in shown:
-        c = r["combined"]
-        mark = " ←" if r is tuning["choice"] else ""
-        lines.append(f"| {r['chunk_words']} | {r['char_n']} | {r['mfw']} | {r['char_features']}{mark} | "
-                     f"{pct(c[1000])} / {pct(c[2000])} / {pct(c[5000])} | **{pct(c['mean'])}** | "
-                     f"{pct(r['words']['mean'])} | {pct(r['chars']['mean'])} |")
-    words = max(rows, key=lambda r: r["words"]["mean"])
-    chars = max(rows, key=lambda r: r["chars"]["mean"])
-    (b_chunk, b_mfw), b = max(tuning["burrows"].items(), key=lambda item: item[1]["mean"])
-    choice = tuning["choice"]
-    chosen = ", ".join(f"{k}={choice[k]}" for k in key)
-    matches = tuple(choice[k] for k in key) == tuple(getattr(default, k) for k in key)
+    has_plain = "plain" in next(iter(results[0]["sizes"].values()))
+    head = "| split | sample | samples (authors) | **shipped** | characters (SVM) | words (SVM) | Delta words | " \
+           "Delta characters | previous | " + ("plain SVM | " if has_plain else "") + "mean confidence |"
+    lines += [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_plain else "") + "---:|"]
+    for r in results:
+        for size, row in r["sizes"].items():
+            cells = [f"{r['seed']}", f"{int(size):,} words", f"{row['samples']} ({row['authors']})",
+                     f"**{pct(row['combined'])}**", *(pct(row[v]) for v in VIEWS), pct(row["previous"]),
+                     *([pct(row["plain"])] if has_plain else []), pct(row["confidence"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in results:
+        held = ", ".join(f"{a} {r['train'][a]}/{r['test'][a]}" for a in sorted(r["test"]))
+        lines.append(f"Split {r['seed']}: {sum(r['train'].values())} training works, {sum(r['test'].values())} test "
+                     f"works ({held}: train/test); fitting took {r['fit_seconds']:.0f} s.")
+        lines.append("")
+    first = results[0]
+    cal = first["calibration"]
+    open_set = cal["open_set"]
+    lines += [
+        "### None of them",
+        "",
+        f"Calibration of the split-{first['seed']} model: {cal['folds']} folds, each leaving some authors out entirely "
+        "(every author is the outsider once) and holding some works of the others out; each fold's samples scored by "
+        f"a detector fitted on the other folds, its thresholds set on them too. {open_set['insiders']} insider and "
+        f"{open_set['outsiders']} outsider samples; the threshold flags 5% of the insiders, set per length.",
+        "",
+        "| sample | AUROC | outsiders caught | false alarms | insiders attributed right |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for length, row in open_set["by_length"].items():
+        lines.append(f"| {int(length):,} words | {row['auroc']:.3f} | {pct(row['detected'])} | {pct(row['false_alarms'])} "
+                     f"| {pct(cal['by_length'].get(length))} |")
+    lines.append(f"| all | {open_set['auroc']:.3f} | {pct(open_set['detected'])} | {pct(open_set['false_alarms'])} "
+                 f"| {pct(cal['accuracy'])} |")
     lines += [
         "",
-        f"The choice (←): the fewest features within one standard error ({pct(tuning['standard_error'])} points, "
-        f"{tuning['samples']} development samples) of the best, {chosen}; "
-        + ("these are the defaults." if matches else "**the defaults in `StyleSettings` differ: update them.**"),
+        "The same models on the test works (insiders all: their authors are in the model). An author with a "
+        "single training work was never an insider in calibration (nothing of theirs could be held out), and their "
+        "other works are the ones most often called outsiders:",
         "",
-        f"Best single views: words alone {pct(words['words']['mean'])} (chunks of {words['chunk_words']}, "
-        f"MFW {words['mfw']}); characters alone {pct(chars['chars']['mean'])} (chunks of {chars['chunk_words']}, "
-        f"{chars['char_n']}-grams × {chars['char_features']}). Burrows' Delta at its best, "
-        f"{pct(b['mean'])} (chunks of {b_chunk}, MFW {b_mfw}); at MFW {default.mfw}, "
-        f"{pct(tuning['burrows'][(default.chunk_words, default.mfw)]['mean'])}.",
+        "| split | sample | false alarms | authors with 2+ training works | authors with 1 (which) |",
+        "|---|---|---:|---:|---|",
+    ]
+    for r in results:
+        single = sorted(a for a, n in r["train"].items() if n < 2)
+        for size, row in r["sizes"].items():
+            by_author = row["false_alarms_by_author"]
+            many = [a for a in by_author if a not in single]
+            few = [a for a in by_author if a in single]
+            lines.append(f"| {r['seed']} | {int(size):,} words | {pct(row['false_alarms'])} | "
+                         f"{pct(pooled(row, many))} | {pct(pooled(row, few))} "
+                         f"({', '.join(f'{a} {pct(by_author[a])}' for a in few)}) |")
+    lines += [
+        "",
+        "Test-work samples between the calibration's lengths (500, 2,000 and 5,000 words) use thresholds "
+        f"interpolated in log(length). Fitting on all {works} works: {final['seconds']:.0f} s.",
+        SECTION_END,
     ]
     return lines
-
-
-# ---------------------------------------------------------------- the test
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    parser.add_argument("--workspace", type=Path, default=None, help="reuse this workspace's built corpus")
     parser.add_argument("--write", type=Path, default=None, help="update this Markdown file's attribution section")
     parser.add_argument("--per-author", type=int, default=20, help="test samples per author and size")
-    parser.add_argument("--no-tune", action="store_true", help="skip the development-fold grid")
+    parser.add_argument("--splits", type=int, default=len(SPLIT_SEEDS), help="how many of the splits to run")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain scikit-learn baseline")
+    parser.add_argument("--results", type=Path, default=None, help="also write the measurements to this JSON file")
+    parser.add_argument("--render", type=Path, default=None, help="write the section from this JSON file, measuring nothing")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.render:
+        saved = json.loads(args.render.read_text(encoding="utf-8"))
+        lines = section(saved["results"], saved["final"], args, started - saved["seconds"], saved["works"])
+        publish("\n".join(lines), args.write, SECTION_START, SECTION_END)
+        return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        documents = build_documents(args.corpus, Path(tmp))
+    if args.workspace:
+        documents = load_documents(load_workspace(args.workspace).corpus_dir)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            documents = build_documents(args.corpus, Path(tmp))
     by_author: dict[str, list[Document]] = defaultdict(list)
     for doc in documents:
         by_author[doc.author].append(doc)
-    train, test = split_works(by_author, TEST_SEED)
 
-    settings = StyleSettings()
-    tuning = None
-    burrows_mfw = settings.mfw
-    if not args.no_tune:
-        tuning = tune(train, per_author=8)
-        best = tuning["rows"][0]
-        err.print(f"best on the development folds: {({k: best[k] for k in ('chunk_words', 'char_n', 'mfw', 'char_features')})}")
-        err.print(f"chosen: {({k: tuning['choice'][k] for k in ('chunk_words', 'char_n', 'mfw', 'char_features')})}")
-        # The baseline at its own best MFW too (on the default chunks, which the test model uses):
-        # Burrows' Delta degrades at the large MFW counts Cosine Delta thrives on.
-        burrows_mfw = max((mfw for chunk, mfw in tuning["burrows"] if chunk == settings.chunk_words and mfw <= settings.mfw),
-                          key=lambda mfw: tuning["burrows"][(settings.chunk_words, mfw)]["mean"])
-    fit_started = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("fitting on the training works", total=None)
-        model = fit_from_training(prepare_training(
-            texts_by_author(train), settings, on_progress=lambda _, done, total: bar.update(task, completed=done, total=total)))
-    fit_seconds = time.perf_counter() - fit_started
-
-    results = {}
-    for size in SIZES:
-        samples = draw_samples(test, size, args.per_author, seed=TEST_SEED)
-        t0 = time.perf_counter()
-        d = view_distances(model, samples)
-        seconds = time.perf_counter() - t0
-        word_z = model.zscores([text for _, text in samples])[0][:, :burrows_mfw]
-        d["burrows_best"] = np.abs(word_z[:, None, :] - model.word_centroids[None, :, :burrows_mfw]).mean(axis=2)
-        p = probabilities(d["combined"], model.temperature)
-        correct = p.argmax(axis=1) == d["truth"]
-        per_author = {a: float(correct[d["truth"] == i].mean()) for i, a in enumerate(model.authors)
-                      if (d["truth"] == i).any()}
-        results[size] = {
-            "samples": len(samples), "authors": len(per_author), "seconds": seconds,
-            **{m: accuracy(d[m], d["truth"]) for m in ("words", "chars", "combined", "burrows", "burrows_best")},
-            "confidence": float(p.max(axis=1).mean()), "ece": expected_calibration_error(p.max(axis=1), correct),
-            "per_author": per_author,
-        }
-
-    cal = model.calibration
-    chance = 1 / len(model.authors)
-
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}%"
-
-    extra = burrows_mfw != settings.mfw  # the baseline's own best MFW, when tuning found another
-    table = [
-        f"| sample | samples (authors) | Cosine Delta, words | {settings.char_n}-grams | **combined** | "
-        f"Burrows' Delta, MFW {settings.mfw} |" + (f" Burrows, MFW {burrows_mfw} |" if extra else "")
-        + " chance | mean confidence | ECE |",
-        "|---|---:|---:|---:|---:|---:|" + ("---:|" if extra else "") + "---:|---:|---:|",
-    ]
-    for size, r in results.items():
-        cells = [f"{size:,} words", f"{r['samples']} ({r['authors']})", pct(r["words"]), pct(r["chars"]),
-                 f"**{pct(r['combined'])}**", pct(r["burrows"]), *([pct(r["burrows_best"])] if extra else []),
-                 pct(chance), pct(r["confidence"]), f"{r['ece']:.3f}"]
-        table.append("| " + " | ".join(cells) + " |")
-    held = {a: len(docs) for a, docs in test.items()}
-    kept = {a: len(docs) for a, docs in train.items()}
-    lines = [
-        SECTION_START,
-        "## Stylometric attribution",
-        "",
-        f"`python benchmarks/attribution.py{' --no-tune' if args.no_tune else ''} --write docs/benchmarks.md` on "
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{datetime.date.today().isoformat()}; {time.perf_counter() - started:.0f} s in all. "
-        f"`ru-classics` built by dvoinik's corpus stage ({len(documents)} works after deduplication), split by whole "
-        f"work: {sum(kept.values())} training works, {sum(held.values())} test works "
-        f"({', '.join(f'{a} {kept[a]}/{held[a]}' for a in sorted(held))}: train/test). "
-        f"Default settings {', '.join(f'{k}={v}' for k, v in asdict(settings).items())}; "
-        f"samples of consecutive words from the test works, up to {args.per_author} per author and size "
-        f"(an author whose test works are all shorter than a size has none of it).",
-        "",
-        *table,
-        "",
-        f"Calibration, leave-one-work-out on the training chunks: T = {model.temperature:.4f}, "
-        f"{cal.queries} chunks from {cal.works} works, accuracy {pct(cal.accuracy)}, mean confidence "
-        f"{pct(cal.mean_confidence)}, ECE {cal.ece:.3f}"
-        f"{'; authors with one training work (candidates only): ' + ', '.join(cal.single_work_authors) if cal.single_work_authors else ''}.",
-        "",
-        "Combined accuracy per author at 2,000 words: "
-        + ", ".join(f"{a} {pct(v)}" for a, v in results[2000]["per_author"].items()) + ".",
-        "",
-        f"Fitting the default model on the training works took {fit_seconds:.1f} s; attributing the "
-        f"{results[2000]['samples']} 2,000-word samples {results[2000]['seconds']:.2f} s.",
-    ]
-    if tuning:
-        lines += [
-            "",
-            f"Tuning on development folds cut from the training works only ({len(DEV_SEEDS)} folds, 8 samples per "
-            f"author and size, mean top-1 accuracy of the combined view over 1k/2k/5k words; the test works were not "
-            f"used). The eight best of {len(tuning['rows'])} grid points, then the choice and the defaults if they are not among them:",
-            "",
-            *tuning_lines(tuning),
-        ]
-    lines.append(SECTION_END)
-    publish("\n".join(lines), args.write, SECTION_START, SECTION_END)
+    results = [measure_split(by_author, seed, args.per_author, not args.no_plain) for seed in SPLIT_SEEDS[: args.splits]]
+    everything, seconds = fit(texts_by_author(by_author), "fitting on every work")
+    detector = everything.detector.to_dict()
+    detector.pop("calibration")
+    print("DEFAULT_COMBINATION =", tuple(round(x, 4) for x in everything.combination))
+    print("DEFAULT_DETECTOR =", json.dumps({k: [round(x, 4) for x in v] if isinstance(v, list) else v
+                                            for k, v in json.loads(json.dumps(detector)).items()}))
+    final = {"seconds": seconds, "calibration": asdict(everything.calibration), "combination": everything.combination,
+             "detector": detector}
+    if args.results:
+        args.results.write_text(json.dumps({"results": results, "final": final, "works": len(documents),
+                                            "seconds": time.perf_counter() - started}, indent=1), encoding="utf-8")
+    publish("\n".join(section(results, final, args, started, len(documents))), args.write, SECTION_START, SECTION_END)
 
 
 if __name__ == "__main__":

@@ -166,25 +166,36 @@ def test_excerpt_is_contained_in_its_work(long_work: str) -> None:
     paragraphs = split_paragraphs(long_work)
     excerpt = rewrap("\n\n".join(paragraphs[len(paragraphs) // 3 : len(paragraphs) // 3 + len(paragraphs) // 8]))
     found = find_duplicate_documents([long_work, synthetic_prose(5, 60, dialogue=True), excerpt], SETTINGS)
-    assert pairs(found) == {(2, 0, "near")}
+    assert pairs(found) == {(2, 0, "contained")}
     assert found[0].similarity >= 0.9
-    # A longer work is never removed for containing a shorter, earlier one.
-    assert find_duplicate_documents([excerpt, long_work], SETTINGS) == []
+    # Whatever the order: an excerpt filed first (the target's) still goes, its book stays.
+    assert pairs(find_duplicate_documents([excerpt, synthetic_prose(5, 60, dialogue=True), long_work], SETTINGS)) \
+        == {(0, 2, "contained")}
+
+
+def test_a_fragment_of_a_fragment_and_its_copies_point_at_the_kept_work(long_work: str) -> None:
+    paragraphs = split_paragraphs(long_work)
+    half = "\n\n".join(paragraphs[: len(paragraphs) // 2])
+    quarter = "\n\n".join(paragraphs[: len(paragraphs) // 4])
+    found = find_duplicate_documents([quarter, rewrap(quarter), half, long_work], SETTINGS)
+    assert pairs(found) == {(0, 3, "contained"), (1, 3, "exact"), (2, 3, "contained")}
 
 
 def test_similarity_below_the_threshold_is_not_a_duplicate(long_work: str) -> None:
-    """A revision sharing ~86% of its text (Jaccard ~0.75, containment ~0.86) stays."""
+    """A revision sharing ~72% of its text (Jaccard ~0.55, containment ~0.72) stays."""
     paragraphs = split_paragraphs(long_work)
     sizes = np.cumsum([len(p.split()) for p in paragraphs])
-    cut = int(np.searchsorted(sizes, 0.86 * sizes[-1]))
+    cut = int(np.searchsorted(sizes, 0.72 * sizes[-1]))
     foreign = split_paragraphs("\n\n".join(synthetic_prose(s, 60, dialogue=True) for s in range(60, 100)))
     foreign_sizes = np.cumsum([len(p.split()) for p in foreign])
     take = int(np.searchsorted(foreign_sizes, sizes[-1] - sizes[cut]))
     revision = "\n\n".join(paragraphs[:cut] + foreign[:take])
     assert find_duplicate_documents([long_work, revision], SETTINGS) == []
-    found = find_duplicate_documents([long_work, revision], DedupSettings(near_threshold=0.65))
+    found = find_duplicate_documents([long_work, revision], DedupSettings(near_threshold=0.5))
     assert pairs(found) == {(1, 0, "near")}
-    assert 0.65 <= found[0].similarity < 0.8
+    assert 0.5 <= found[0].similarity < 0.8
+    found = find_duplicate_documents([long_work, revision], DedupSettings(containment_threshold=0.7))
+    assert [(d.removed, d.kind) for d in found] == [(1, "contained")] and 0.7 <= found[0].similarity < 0.8
 
 
 def test_different_works_are_not_duplicates() -> None:
@@ -339,3 +350,33 @@ def test_whole_corpus_finds_only_real_duplicates(shared_corpus: Path) -> None:
     assert len(paragraphs) < 400
     # Frequent lines of the authors' prose stay: dialogue, numerals, short sentences.
     assert not boilerplate & {"да", "нет", "ii", "глава первая", "конец", "он засмеялся", "я", "милостивый государь"}
+
+
+# --- excerpts through the corpus stage ------------------------------------------------------
+
+
+@pytest.mark.parametrize("excerpt_role", ["influence", "target"])
+def test_a_real_excerpt_filed_as_its_own_file_is_removed(shared_corpus: Path, tmp_path: Path, excerpt_role: str) -> None:
+    """The first 2,500 characters of a Chekhov story, as a publisher's free fragment, under another author."""
+    from dvoinik.corpus.build import build_corpus
+    from dvoinik.workspace import add_sources, init_workspace, write_settings
+
+    chekhov = tmp_path / "chekhov"
+    chekhov.mkdir()
+    for name in ("anna_na_shee", "aniuta", "beda_1886"):
+        (chekhov / f"{name}.txt.xz").write_bytes((shared_corpus / f"ru-classics/chekhov/{name}.txt.xz").read_bytes())
+    with lzma.open(shared_corpus / "ru-classics/chekhov/anna_na_shee.txt.xz", "rt", encoding="utf-8") as f:
+        story = f.read()
+    fragment = tmp_path / "fragment.txt"
+    fragment.write_text(story[:2500], encoding="utf-8")
+    ws = init_workspace(tmp_path / "double")
+    ws, _ = add_sources(ws, [chekhov], author="Чехов", role="influence" if excerpt_role == "target" else "target")
+    ws, _ = add_sources(ws, [fragment], author="Издатель", role=excerpt_role)
+    ws = write_settings(ws, "corpus", {"workers": 1})
+    report = build_corpus(ws).report
+    [duplicate] = report["duplicates"]
+    assert duplicate["removed"]["source"] == "fragment.txt" and duplicate["kind"] == "contained"
+    assert duplicate["duplicate_of"]["source"].endswith("anna_na_shee.txt.xz") and duplicate["similarity"] >= 0.95
+    assert report["authors"]["Издатель"]["train_works"] + report["authors"]["Издатель"]["val_works"] == 0
+    markdown = (ws.corpus_dir / "report.md").read_text(encoding="utf-8")
+    assert "contained" in markdown and "fragment.txt" in markdown

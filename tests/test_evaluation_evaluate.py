@@ -14,13 +14,12 @@ from dvoinik.evaluation.evaluate import (
     evaluate_run,
     novel_ngram_shares,
     passages,
-    recommend,
     repetition,
     reproduces,
 )
 from dvoinik.runs import find_run, resolve_checkpoint
 from dvoinik.training.loop import train
-from dvoinik.workspace import EvaluateSettings, write_settings
+from dvoinik.workspace import write_settings
 
 
 def test_novel_ngrams_from_matching_statistics() -> None:
@@ -66,13 +65,15 @@ def test_samples_without_words_count_against_the_target(tmp_path: Path) -> None:
 
     texts = {"А": [(f"a{i}", synthetic_prose(i, 40)) for i in range(2)],
              "Б": [(f"b{i}", synthetic_prose(50 + i, 40)) for i in range(2)]}
-    style = fit_style_model(texts, StyleSettings(mfw=100, char_features=300, chunk_words=300, min_words=1))
+    style = fit_style_model(texts, StyleSettings(char_features=3000, word_features=1000, chunk_words=300, mfw=100,
+                                                 delta_char_features=300, delta_chunk_words=300, min_words=1))
     tokenizer = train_bpe_tokenizer(lambda: iter([t for works in texts.values() for _, t in works]), 300)
     ids = tokenizer(texts["А"][0][1], add_special_tokens=False).input_ids
     index = write_copy_index(np.asarray(ids, dtype=np.uint16), [SourceWork("a0", "А", "a0", 0, len(ids))],
                              tmp_path / "index", "t")
     measures = measure_texts([texts["А"][1][1][:3000], "", " ... "], tokenizer, index, style, "А", 50)
     assert measures.attributed == {"А": 1, NO_WORDS: 2} and measures.target_share == pytest.approx(1 / 3)
+    assert measures.authors == ["А", NO_WORDS, NO_WORDS]  # per prompt, in order: the recommendation pairs them
     assert measures.longest_spans[1] == 0
 
 
@@ -82,20 +83,6 @@ def test_reproduction_is_counted_word_for_word() -> None:
     assert reproduces(" ну, полно! человек для искусства просит, а не для пу", real)
     assert not reproduces("— Ну, полно! Человек для науки просит, а не для пустяков", real)
     assert not reproduces("— Ну, полно!", real)  # stopped short
-
-
-def _checkpoint(name: str, share: float, ppl: float, copied: float = 0.0, exact: float = 0.0) -> dict:
-    return {"name": name, "val_target_ppl": ppl, "samples": {"target_share": share, "share_with_copied_span": copied},
-            "extraction": {"exact_share": exact}}
-
-
-def test_the_recommendation_rule() -> None:
-    settings = EvaluateSettings()
-    checkpoints = [_checkpoint("early", 0.4, 90), _checkpoint("middle", 0.7, 60), _checkpoint("tie", 0.7, 50),
-                   _checkpoint("copies", 0.9, 20, copied=0.2), _checkpoint("extracts", 0.95, 10, exact=0.5)]
-    best, reason = recommend(checkpoints, settings)
-    assert best == "tie" and "70% of its samples" in reason and "3 of 5" in reason
-    assert recommend([_checkpoint("copies", 0.9, 20, copied=0.2)], settings)[0] is None
 
 
 def test_evaluate_writes_its_report_on_a_real_run(tmp_path: Path) -> None:
@@ -120,6 +107,13 @@ def test_evaluate_writes_its_report_on_a_real_run(tmp_path: Path) -> None:
         assert set(samples["novel_ngrams"]) == {str(n) for n in range(1, 21)}
         assert len(samples["longest_spans"]) == 4 and checkpoint["extraction"]["prompts"] == 3
         assert all(0 <= samples["distinct"][n] <= 1 for n in ("1", "2", "3"))
+        assert len(samples["authors"]) == 4
+        low, high = checkpoint["intervals"]["target_share"]
+        assert low <= samples["target_share"] <= high
+        blind = checkpoint["blind_test"]
+        assert blind["pairs"] + blind["dropped_pairs"] == 4
+        for reader in ("ngrams", "surprisal"):  # 4 prompts: 8 texts, 4 folds
+            assert blind[reader]["accuracy"] is None or blind[reader]["low"] <= blind[reader]["accuracy"] <= blind[reader]["high"]
     # Real held-out text: the ceiling of style, and a novelty curve that rises with n (in words: 20 tokens hold
     # about ten, so there is no 20-word n-gram to count).
     novel = report["ceiling"]["novel_ngrams"]
@@ -130,15 +124,16 @@ def test_evaluate_writes_its_report_on_a_real_run(tmp_path: Path) -> None:
         assert checkpoint["samples"]["unit"] == "words" and len(checkpoint["samples"]["longest_token_spans"]) == 4
         assert 0 <= checkpoint["extraction"]["token_exact_share"] <= checkpoint["extraction"]["exact_share"] <= 1
     html = (result.folder / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 6 and "Rule:" in html
+    assert html.count("data:image/png;base64,") == 7 and "Rule:" in html and "Blind test" in html
     assert sorted(p.name for p in (result.folder / "plots").iterdir()) == [
-        "copying.png", "diversity.png", "memorisation.png", "novelty.png", "perplexity.png", "style.png"]
+        "blind_test.png", "copying.png", "diversity.png", "memorisation.png", "novelty.png", "perplexity.png", "style.png"]
     assert resolve_checkpoint(find_run(ws), "best").name == report["recommended"]
     assert not [p for p in result.folder.parent.iterdir() if p.name.startswith(".evaluation")]
 
     shown = invoke("-w", ws.root, "evaluate", "--run", "r")
     assert shown.exit_code == 0, shown.output
     assert f"Recommended: {report['recommended']}" in shown.stdout and "report.html" in shown.stdout
+    assert "50% = it cannot tell them apart" in shown.stdout
 
 
 def test_evaluate_keeps_prompt_and_sample_within_the_trained_length(tmp_path: Path) -> None:

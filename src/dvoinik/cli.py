@@ -689,7 +689,7 @@ def style_command(
     file: Annotated[Path, typer.Argument(help="A text in any format and encoding the corpus reads.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the ranking as JSON.")] = False,
 ) -> None:
-    """Which of the corpus's authors FILE reads like: Cosine Delta on frequent words and character n-grams."""
+    """Which of the corpus's authors FILE reads like (or none of them): n-gram SVMs and Cosine Delta, calibrated."""
     ws = open_workspace(ctx)
     with _console(stderr=True).status("loading the stylometry model") as status:
         model = load_or_fit_workspace_model(
@@ -700,15 +700,22 @@ def style_command(
         from dataclasses import asdict
 
         typer.echo(json.dumps({"file": str(file), **asdict(attribution), "best": attribution.best.author,
-                               "confidence": attribution.confidence}, ensure_ascii=False, indent=2))
+                               "confidence": attribution.confidence, "attributed_to": attribution.author,
+                               "agreement": attribution.agreement}, ensure_ascii=False, indent=2))
         return
     out = _console()
-    out.print(Text(f"{file}: {attribution.words:,} words · reads most like {attribution.best.author} "
-                   f"(confidence {attribution.confidence:.0%})", style="bold"), soft_wrap=True)
-    table = Table("author", "probability", "distance", "words view", "characters view")
+    views = f"{round(attribution.agreement * len(attribution.views))} of {len(attribution.views)} views agree"
+    if attribution.outsider:
+        out.print(Text(f"{file}: {attribution.words:,} words · reads like none of the corpus authors (nearest: "
+                       f"{attribution.best.author}, {views})", style="bold yellow"), soft_wrap=True)
+        out.print(Text(f"why: {attribution.open_set.reason}", style="yellow"), soft_wrap=True)
+    else:
+        out.print(Text(f"{file}: {attribution.words:,} words · reads most like {attribution.best.author} "
+                       f"(confidence {attribution.confidence:.0%}; {views})", style="bold"), soft_wrap=True)
+    table = Table("author", "probability", "characters (SVM)", "words (SVM)", "Delta words", "Delta characters")
     for score in attribution.ranking:
-        table.add_row(score.author, f"{score.probability:.1%}", f"{score.distance:.3f}", f"{score.word_distance:.3f}",
-                      f"{score.char_distance:.3f}")
+        table.add_row(score.author, f"{score.probability:.1%}", f"{score.char_score:+.3f}", f"{score.word_score:+.3f}",
+                      f"{score.word_distance:.3f}", f"{score.char_distance:.3f}")
     out.print(table)
     for note in style_notes(model, attribution):
         out.print(Text(note, style="dim"), soft_wrap=True)
@@ -739,27 +746,36 @@ def evaluate_command(
     out = _console()
     report = result.report
     threshold, unit = copy_threshold(report)
-    table = Table("checkpoint", "ppl target", "read as target", f"longest span ({unit})", f"{threshold}+ {unit} spans",
+    table = Table("checkpoint", "ppl target", "read as target (95%)", f"longest span ({unit})",
+                  f"{threshold}+ {unit} spans",
                   "extraction exact", title=f"Run {result.run}", title_justify="left")
+    blind = Table("checkpoint", "pairs", "n-gram reader (95%)", "surprisal reader (95%)",
+                  title="Machine blind test: real continuation or the checkpoint's?", title_justify="left")
     for c in report["checkpoints"]:
         exact = c["extraction"]["exact_share"]
         share = c["samples"]["target_share"]
         ppl = c.get("val_target_ppl")
         table.add_row(("→ " if c["name"] == result.recommended else "") + c["name"],
-                      f"{ppl:.1f}" if ppl else "—", f"{share:.0%}" if share is not None else "—",
+                      f"{ppl:.1f}" if ppl else "—", _share_cell(share, c.get("intervals", {}).get("target_share")),
                       f"{c['samples']['longest_span']['mean']:.1f} / {c['samples']['longest_span']['max']:.0f}",
                       f"{c['samples']['share_with_copied_span']:.0%}", f"{exact:.0%}" if exact is not None else "—")
+        test = c.get("blind_test") or {}
+        blind.add_row(c["name"], str(test.get("pairs", "—")), _blind_cell(test.get("ngrams")),
+                      _blind_cell(test.get("surprisal")))
     ceiling = report["ceiling"]["target_share"]
     table.add_row("real held-out text", "", f"{ceiling:.0%}" if ceiling is not None else "—",
                   f"{report['ceiling']['longest_span']['mean']:.1f} / {report['ceiling']['longest_span']['max']:.0f}",
                   "", "", style="dim")
     out.print(table)
+    out.print(blind)
     if "voices" in report:
         _print_voice_matrices(out, report["voices"])
     verdict = f"Recommended: {result.recommended} ({report['reason']})" if result.recommended else \
         f"No recommendation: {report['reason']}"
     out.print(Text(verdict, style="bold green" if result.recommended else "bold red"), soft_wrap=True)
     out.print(Text(f"Rule: {report['rule']}", style="dim"), soft_wrap=True)
+    out.print(Text("Blind test: the cross-validated accuracy of a reader telling the author's continuations from the "
+                   "checkpoint's; 50% = it cannot tell them apart.", style="dim"), soft_wrap=True)
     out.print(f"Report: {result.folder / 'report.html'} (and report.json, plots/)")
 
 
@@ -779,6 +795,18 @@ def _print_voice_matrices(out: Console, voices: dict) -> None:
     from rich.columns import Columns
 
     out.print(Columns(tables))
+
+
+def _share_cell(share: float | None, interval: list | None) -> str:
+    if share is None:
+        return "—"
+    return f"{share:.0%} ({100 * interval[0]:.0f}–{100 * interval[1]:.0f})" if interval else f"{share:.0%}"
+
+
+def _blind_cell(test: dict | None) -> str:
+    if not test or test.get("accuracy") is None:
+        return "—"
+    return f"{test['accuracy']:.0%} ({100 * test['low']:.0f}–{100 * test['high']:.0f})"
 
 
 # ---------------------------------------------------------------- serve

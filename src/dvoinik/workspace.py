@@ -82,6 +82,10 @@ class CorpusSettings:
     shingle_words: int = _setting(
         5, "words per shingle when comparing works for near duplicates", lambda v: v >= 1, "1 or more",
     )
+    containment_threshold: float = _setting(
+        0.8, "share of a work's shingles found inside a longer work above which it is removed as an excerpt of it",
+        lambda v: 0.0 < v <= 1.0, "above 0 and at most 1",
+    )
     repeated_paragraph_min_words: int = _setting(
         12, "paragraphs at least this long that repeat elsewhere are removed as duplicates",
         lambda v: v >= 1, "1 or more",

@@ -360,6 +360,7 @@ def build_corpus(
     dedup_settings = DedupSettings(
         near_threshold=settings.near_duplicate_threshold,
         shingle_words=settings.shingle_words,
+        containment_threshold=settings.containment_threshold,
         repeated_paragraph_min_words=settings.repeated_paragraph_min_words,
         boilerplate_min_docs=settings.boilerplate_min_docs,
         boilerplate_edge_paragraphs=settings.boilerplate_edge_paragraphs,

@@ -12,8 +12,9 @@ Documents
     * near: MinHash LSH over `shingle_words`-word shingles, candidates verified by the
       Jaccard similarity of hash-sampled shingle sets (>= `near_threshold`);
     * contained: a work whose shingles lie >= `containment_threshold` inside a longer
-      kept work (an excerpt, an abridged edition) is a "near" duplicate too, with the
-      containment as its similarity.
+      kept work (an excerpt, an abridged edition, a publisher's free fragment), whatever
+      the order: a target author's excerpt of an influence's book goes too, since the
+      book holds its text. Reported as kind "contained", the containment its similarity.
 
 Paragraphs (`find_repeated_paragraphs`)
     * repeated: a paragraph of >= `repeated_paragraph_min_words` words already present
@@ -84,8 +85,10 @@ _SHINGLE_SALT = np.uint64(0xA4093822299F31D0)
 
 # A sampled shingle set keeps at least this many shingles (up to twice as many).
 _SAMPLE_TARGET = 2000
-# Containment candidates come from shingles sampled at 1 / 2**_CONTAINMENT_LEVEL ...
-_CONTAINMENT_LEVEL = 4
+# Containment candidates come from shingles sampled at 1 / 2**level, the level chosen so
+# that about _CONTAINMENT_SAMPLE shingles of the whole corpus are sorted (all of them in a
+# small corpus, where short fragments need every shingle to be found) ...
+_CONTAINMENT_SAMPLE = 1_000_000
 # ... ignoring shingles shared by more works than this (formulae, not text reuse) ...
 _CONTAINMENT_MAX_DF = 16
 # ... and a pair is verified when it shares at least this fraction of the shorter
@@ -123,7 +126,7 @@ class DedupSettings:
     boilerplate_min_docs: int = 3
     boilerplate_edge_paragraphs: int = 12
     seed: int = 1
-    containment_threshold: float = 0.9
+    containment_threshold: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,8 @@ class DuplicateDocument:
 
     removed: int
     kept: int
-    kind: str  # "exact" | "near"
-    similarity: float  # 1.0 for exact; sampled Jaccard, or containment for an excerpt
+    kind: str  # "exact" | "near" | "contained"
+    similarity: float  # 1.0 for exact; sampled Jaccard for near; the share of its shingles inside `kept` for contained
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,13 @@ def drop_paragraphs(text: str, paragraphs: Collection[str]) -> str:
 
 
 def find_duplicate_documents(texts: Sequence[str], settings: DedupSettings) -> list[DuplicateDocument]:
-    """Exact and near duplicate works; of each group the earliest in `texts` is kept."""
+    """Exact, near and contained duplicate works; of each group the earliest in `texts` is kept.
+
+    A contained work is the exception to "earliest wins": it is removed in favour of the
+    longer work holding it even when it comes first, since that work holds its text too.
+    Every entry points at a kept work (a duplicate of a work removed later points at the
+    work that one went to).
+    """
     if not texts:
         return []
     hasher = _Hasher(max(len(t) for t in texts) + 2)
@@ -232,7 +241,41 @@ def find_duplicate_documents(texts: Sequence[str], settings: DedupSettings) -> l
             if index is None:
                 index = indexes[level] = MinHashLSH(num_perm=settings.num_perm, params=params)
             index.insert(i, _lean(signature, settings.seed))
+    found += _contained_in_later(docs, kept, containment_candidates, settings)
+    return _to_kept_works(found)
+
+
+def _contained_in_later(
+    docs: Sequence[_ShingledDocument], kept: set[int], candidates: dict[int, list[int]], settings: DedupSettings
+) -> list[DuplicateDocument]:
+    """Kept works contained in a longer kept work that came after them (an excerpt filed first).
+
+    The later work was not itself found inside the earlier one (else it would be gone), so
+    the earlier is a part of it, not a revision of equal standing. Shortest first, so a
+    fragment of a fragment goes to the longest work holding it. Removes from `kept`.
+    """
+    found = []
+    for i in sorted(kept, key=lambda i: (docs[i].words, -i)):
+        later = [j for j in candidates.get(i, ()) if j > i]
+        duplicate = _best_container(i, docs[i], docs, later, kept - {i}, settings, longer=True)
+        if duplicate is not None:
+            kept.discard(i)
+            found.append(duplicate)
     return found
+
+
+def _to_kept_works(found: list[DuplicateDocument]) -> list[DuplicateDocument]:
+    """Point every entry at a kept work: a work removed later hands its duplicates on to its own."""
+    parent = {d.removed: d.kept for d in found}
+
+    def root(k: int) -> int:
+        for _ in range(len(parent) + 1):  # each step moves to a work removed later or kept: no cycle
+            if k not in parent:
+                return k
+            k = parent[k]
+        return k
+
+    return [DuplicateDocument(d.removed, root(d.kept), d.kind, d.similarity) for d in found]
 
 
 @dataclass
@@ -325,12 +368,15 @@ def _sampled_jaccard(x: _ShingledDocument, y: _ShingledDocument) -> float:
 
 
 def _containment_candidates(docs: Sequence[_ShingledDocument]) -> dict[int, list[int]]:
-    """For each work, the earlier works that share many of its sparsely sampled shingles.
+    """For each work, the works that may hold it: earlier ones, and longer later ones, sharing many sampled shingles.
 
-    Excerpts are far shorter than their source, so LSH on Jaccard cannot find them;
-    a sort over a 1/16 sample of all shingles finds the pairs cheaply.
+    Excerpts are far shorter than their source, so LSH on Jaccard cannot find them; a
+    sort over a hash sample of all shingles (every shingle in a small corpus) finds the
+    pairs cheaply.
     """
-    samples = [np.unique(_below(d.shingles, _CONTAINMENT_LEVEL)) for d in docs]
+    total = sum(len(d.shingles) for d in docs)
+    level = max(0, math.ceil(math.log2(total / _CONTAINMENT_SAMPLE))) if total else 0
+    samples = [np.unique(_below(d.shingles, level)) for d in docs]
     sizes = np.array([len(s) for s in samples], dtype=np.int64)
     if sizes.sum() == 0:
         return {}
@@ -352,12 +398,15 @@ def _containment_candidates(docs: Sequence[_ShingledDocument]) -> dict[int, list
     if not codes:
         return {}
     pairs, shared = np.unique(np.concatenate(codes), return_counts=True)
+    words = np.array([d.words for d in docs], dtype=np.int64)
     out: dict[int, list[int]] = {}
     for code, count in zip(pairs.tolist(), shared.tolist()):
         earlier, later = divmod(code, n_docs)
-        # Only the later work can be removed as contained in the earlier one.
+        # A later work can go to any earlier one holding it; an earlier one only to a longer later one.
         if count >= _CONTAINMENT_CANDIDATE_SHARE * sizes[later]:
             out.setdefault(later, []).append(earlier)
+        if words[earlier] < words[later] and count >= _CONTAINMENT_CANDIDATE_SHARE * sizes[earlier]:
+            out.setdefault(earlier, []).append(later)
     return out
 
 
@@ -368,15 +417,16 @@ def _best_container(
     candidates: Collection[int],
     kept: set[int],
     settings: DedupSettings,
+    longer: bool = False,
 ) -> DuplicateDocument | None:
-    """The kept longer work containing most of this work's shingles, if enough."""
+    """The kept work holding most of this work's shingles, if enough (with `longer`, only longer works)."""
     best: DuplicateDocument | None = None
     for j in candidates:
-        if j not in kept or docs[j].words < doc.words or len(doc.sample) == 0:
+        if j not in kept or (longer and docs[j].words <= doc.words) or len(doc.sample) == 0:
             continue
         containment = float(np.isin(doc.sample, docs[j].shingles).mean())
         if containment >= settings.containment_threshold and (best is None or containment > best.similarity):
-            best = DuplicateDocument(i, j, "near", round(containment, 4))
+            best = DuplicateDocument(i, j, "contained", round(containment, 4))
     return best
 
 

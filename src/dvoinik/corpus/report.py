@@ -83,7 +83,7 @@ def render_markdown(report: dict) -> str:
         lines.append("")
     lines += ["## Duplicates", ""]
     if report["duplicates"]:
-        lines += ["| removed | duplicate of | kind | similarity |", "|---|---|---|---:|"]
+        lines += ["| removed | duplicate of | kind | similarity (contained: share of its text inside) |", "|---|---|---|---:|"]
         for d in report["duplicates"]:
             lines.append(
                 f"| {_work(d['removed'])} | {_work(d['duplicate_of'])} | {d['kind']} | {d['similarity']:.3f} |"

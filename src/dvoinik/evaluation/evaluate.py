@@ -13,13 +13,14 @@ For each checkpoint, on the same prompts and seeds:
 - extraction: 64-token prompts from the target's training works, continued greedily for 64
   tokens: how many reproduce the book word for word (and token for token), and the mean
   longest copied span;
-- diversity: distinct-1/2/3 over all samples and repetition inside each sample.
+- diversity: distinct-1/2/3 over all samples and repetition inside each sample;
+- a machine blind test (discriminator.py): cross-validated readers telling the real
+  continuations from the samples, on n-grams and on the checkpoint's own surprisal.
 
-The recommendation rule, stated in the report: among checkpoints whose samples copy no more
-than allowed and whose extraction audit stays under its limit, the one whose samples are most
-often attributed to the target; ties go to the lower held-out perplexity. The run's
-`evaluation/` folder (report.json, report.html, plots) is written under a temporary name and
-swapped in whole.
+Every share carries a 95% interval, and the recommendation (recommendation.py) respects
+them: among checkpoints that pass the copying limits, those not worse on style than the
+best beyond the noise, then the lowest held-out perplexity. The run's `evaluation/` folder
+(report.json, report.html, plots) is written under a temporary name and swapped in whole.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ from typing import Any
 import numpy as np
 
 from dvoinik.atomic import building_folder
-from dvoinik.evaluation.stylometry import StyleError, StyleModel, attribute_many, load_or_fit_workspace_model
+from dvoinik.evaluation.discriminator import blind_tests
+from dvoinik.evaluation.recommendation import recommend, recommendation_rule, share_intervals
+from dvoinik.evaluation.stylometry import (
+    NONE_OF_THEM,
+    StyleError,
+    StyleModel,
+    attribute_many,
+    attributed_author,
+    load_or_fit_workspace_model,
+)
 from dvoinik.evaluation.voices import voice_matrices, voice_passages, voiced_prompt_rows
 from dvoinik.generation.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation.decoding import decoding_for
@@ -192,6 +202,7 @@ class TextMeasures:
     repetition: float
     unit: str = "tokens"  # of longest_spans, share_with_copied_span and novel_ngrams: "words" with a word index
     longest_token_spans: list[int] = field(default_factory=list)  # in tokens whatever the unit (the guard's measure)
+    authors: list[str] = field(default_factory=list)  # whom each sample was attributed to (per prompt, in order)
 
 
 def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: StyleModel | None, target: str,
@@ -205,14 +216,16 @@ def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: Sty
     longest = [int(s.max()) if len(s) else 0 for s in stats]
     target_share = target_probability = None
     attributed: dict[str, int] = {}
+    authors: list[str] = []
     if style is not None and texts:
-        # A sample without a word (the model ended the text at once) is attributed to no one.
+        # A sample without a word (the model ended the text at once) is attributed to no one; one
+        # reading like none of the corpus authors is counted as such (NONE_OF_THEM), not as its nearest.
         worded = [t for t in texts if _WORDS.search(t)]
         results = attribute_many(style, worded) if worded else []
-        for result in results:
-            attributed[result.best.author] = attributed.get(result.best.author, 0) + 1
-        if len(worded) < len(texts):
-            attributed[NO_WORDS] = len(texts) - len(worded)
+        found = iter(results)
+        authors = [attributed_author(next(found)) if _WORDS.search(t) else NO_WORDS for t in texts]
+        for author in authors:
+            attributed[author] = attributed.get(author, 0) + 1
         target_share = attributed.get(target, 0) / len(texts)
         target_probability = float(sum(next((s.probability for s in r.ranking if s.author == target), 0.0)
                                        for r in results) / len(texts))
@@ -223,6 +236,7 @@ def measure_texts(texts: list[str], tokenizer: Any, index: CopyIndex, style: Sty
         distinct={n: distinct_n(texts, n) for n in DISTINCT_N},
         repetition=float(np.mean([repetition(t) for t in texts])) if texts else 0.0,
         unit="words" if words is not None else "tokens", longest_token_spans=longest_tokens,
+        authors=authors,
     )
 
 
@@ -318,6 +332,8 @@ def evaluate_checkpoint(
                                 "mean_longest_token_span": float(np.mean(token_spans))}
     else:
         result["extraction"] = {"prompts": 0, "exact_share": None, "mean_longest_span": None}
+    result["blind_test"] = machine_blind_test(double, prompts, samples)
+    result["intervals"] = share_intervals(result)
     return result
 
 
@@ -332,37 +348,10 @@ def voice_report_of(checkpoint: Checkpoint, index: CopyIndex, style: StyleModel,
             "real": real.to_json()}
 
 
-# ---------------------------------------------------------------- the rule
-
-
-def recommendation_rule(settings: EvaluateSettings, min_tokens: int, min_words: int | None = None) -> str:
-    span, exactly = (f"{min_words}+ words", "word for word") if min_words else (f"{min_tokens}+ tokens", "exactly")
-    return (f"Among checkpoints whose samples hold a copied span of {span} in at most "
-            f"{settings.max_target_copy_share:.0%} of cases and whose extraction audit reproduces at most "
-            f"{settings.max_extraction_share:.0%} of prompts {exactly}, the one whose samples are most often attributed "
-            f"to the target author; ties go to the lower held-out perplexity of the target.")
-
-
-def recommend(checkpoints: list[dict], settings: EvaluateSettings) -> tuple[str | None, str]:
-    """The recommended checkpoint's name (None when none passes the copying limits) and why."""
-    def passes(c: dict) -> bool:
-        exact = c["extraction"]["exact_share"]
-        return c["samples"]["share_with_copied_span"] <= settings.max_target_copy_share and \
-            (exact is None or exact <= settings.max_extraction_share)
-
-    eligible = [c for c in checkpoints if passes(c)]
-    if not eligible:
-        return None, "no checkpoint passes the copying limits: every one copies the training texts"
-
-    def key(c: dict) -> tuple[float, float]:
-        share = c["samples"]["target_share"]
-        ppl = c.get("val_target_ppl")
-        return (-(share if share is not None else 0.0), ppl if ppl is not None else float("inf"))
-
-    best = min(eligible, key=key)
-    share = best["samples"]["target_share"]
-    style = f"{share:.0%} of its samples read as the target" if share is not None else "style not measured"
-    return best["name"], f"{style}; {len(eligible)} of {len(checkpoints)} checkpoints pass the copying limits"
+def machine_blind_test(double: Double, prompts: list[Passage], samples: list[list[int]]) -> dict:
+    """Can a reader tell the author's continuations from this checkpoint's? (discriminator.py)"""
+    return blind_tests(double.model, double.tokenizer, [p.prompt for p in prompts], [p.continuation for p in prompts],
+                       samples)
 
 
 # ---------------------------------------------------------------- the sweep
@@ -440,7 +429,7 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         step(f"evaluating {checkpoint.path.name}", number)
         results.append(evaluate_checkpoint(checkpoint, tokenizer, token_set, index, style, prompts, extraction,
                                            settings, min_tokens, block_size, eval_blocks, words, min_words))
-    recommended, reason = recommend(results, settings)
+    recommended, reason = recommend(results, settings, token_set.target.name)
     voice_report = None
     if voices and style is not None:
         shown = next((c for c in checkpoints if c.path.name == recommended), checkpoints[-1])
@@ -459,7 +448,8 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         "prompts": len(prompts),
         "sample_tokens": sample_tokens,
         "extraction_tokens": extraction_tokens,
-        "style_model": {"authors": list(style.authors), "calibration": asdict(style.calibration)} if style else None,
+        "style_model": {"authors": list(style.authors), "calibration": asdict(style.calibration),
+                        "none_of_them": NONE_OF_THEM} if style else None,
         "rule": recommendation_rule(settings, min_tokens, min_words),
         "recommended": recommended,
         "reason": reason,

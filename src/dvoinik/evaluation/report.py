@@ -113,6 +113,21 @@ def plot_extraction(report: dict, path: Path) -> None:
     _finish(fig, ax, report, path, xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title="Memorisation")
 
 
+def plot_blind_test(report: dict, path: Path) -> None:
+    fig, ax = _figure()
+    steps = _steps(report)
+    for reader, label, colour in (("ngrams", "n-gram reader", "tab:blue"), ("surprisal", "surprisal reader", "tab:orange")):
+        tests = [c.get("blind_test", {}).get(reader, {}) for c in report["checkpoints"]]
+        points = [(s, t) for s, t in zip(steps, tests) if t.get("accuracy") is not None]
+        if points:
+            xs = [p[0] for p in points]
+            ax.fill_between(xs, [p[1]["low"] for p in points], [p[1]["high"] for p in points], color=colour, alpha=0.15)
+            ax.plot(xs, [p[1]["accuracy"] for p in points], marker="o", color=colour, label=f"{label} (95% interval)")
+    ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="50%: cannot tell")
+    _finish(fig, ax, report, path, xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02),
+            title="Machine blind test: real continuation or the double's?")
+
+
 def plot_novelty(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -155,6 +170,7 @@ PLOTS = (
     ("memorisation.png", plot_extraction, "Memorisation"),
     ("novelty.png", plot_novelty, "Novel n-grams"),
     ("diversity.png", plot_diversity, "Diversity"),
+    ("blind_test.png", plot_blind_test, "Machine blind test"),
 )
 
 
@@ -169,17 +185,34 @@ def _number(value: Any, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _interval(value: Any, interval: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0%} ({interval[0]:.0%}–{interval[1]:.0%})" if interval else f"{value:.0%}"
+
+
+def _blind(c: dict, reader: str) -> str:
+    test = c.get("blind_test", {}).get(reader)
+    if not test or test.get("accuracy") is None:
+        return "—"
+    return _interval(test["accuracy"], (test["low"], test["high"]))
+
+
 def _table(report: dict) -> str:
     threshold, unit = copy_threshold(report)
-    head = ("checkpoint", "step", "ppl target", "ppl influences", "read as target",
-            f"longest span, {unit} (mean / max)", f"samples with {threshold}+ {unit} span", "extraction exact",
-            "distinct-2", "repetition")
+    head = ("checkpoint", "step", "ppl target", "ppl influences", "read as target (95%)",
+            f"longest span, {unit} (mean / max)", f"samples with {threshold}+ {unit} span", "extraction exact (95%)",
+            "blind test: n-grams", "blind test: surprisal", "distinct-2", "repetition")
     rows = []
     for c in report["checkpoints"]:
         s = c["samples"]
+        intervals = c.get("intervals", {})
         cells = (c["name"], str(c["step"]), _number(c.get("val_target_ppl")), _number(c.get("val_influences_ppl")),
-                 _percent(s["target_share"]), f"{s['longest_span']['mean']:.1f} / {s['longest_span']['max']:.0f}",
-                 _percent(s["share_with_copied_span"]), _percent(c["extraction"]["exact_share"]),
+                 _interval(s["target_share"], intervals.get("target_share")),
+                 f"{s['longest_span']['mean']:.1f} / {s['longest_span']['max']:.0f}",
+                 _percent(s["share_with_copied_span"]),
+                 _interval(c["extraction"]["exact_share"], intervals.get("extraction_exact_share")),
+                 _blind(c, "ngrams"), _blind(c, "surprisal"),
                  _number(_by_n(s["distinct"], "2"), 2), _number(s["repetition"], 2))
         mark = ' class="chosen"' if c["name"] == report["recommended"] else ""
         rows.append(f"<tr{mark}>" + "".join(f"<td>{html.escape(x)}</td>" for x in cells) + "</tr>")
@@ -187,7 +220,7 @@ def _table(report: dict) -> str:
     rows.append("<tr class=\"real\">" + "".join(f"<td>{html.escape(x)}</td>" for x in (
         "real held-out text", "", "", "", _percent(ceiling["target_share"]),
         f"{ceiling['longest_span']['mean']:.1f} / {ceiling['longest_span']['max']:.0f}",
-        _percent(ceiling["share_with_copied_span"]), "", _number(_by_n(ceiling["distinct"], "2"), 2),
+        _percent(ceiling["share_with_copied_span"]), "", "", "", _number(_by_n(ceiling["distinct"], "2"), 2),
         _number(ceiling["repetition"], 2))) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
@@ -248,6 +281,19 @@ def voices_html(report: dict) -> str:
     return "\n".join(parts)
 
 
+def _open_set_line(report: dict) -> str:
+    style = report.get("style_model")
+    if not style:
+        return ""
+    open_set = style["calibration"].get("open_set", {})
+    line = (f"A sample that reads like none of the corpus's authors counts as {style.get('none_of_them', 'none')}, "
+            "not as the target.")
+    if open_set.get("outsiders"):
+        line += (f" That answer was calibrated with each author in turn left out: AUROC {open_set['auroc']:.2f}, "
+                 f"{open_set['false_alarms']:.0%} of held-out text flagged.")
+    return line
+
+
 def render_html(report: dict, images: dict[str, bytes]) -> str:
     recommended = report["recommended"]
     verdict = (f"<div class=\"verdict\">Recommended: <b>{html.escape(recommended)}</b> — {html.escape(report['reason'])}. "
@@ -270,6 +316,9 @@ target's held-out works, {report.get('sample_tokens', settings['sample_tokens'])
 <p class="rule">Rule: {html.escape(report['rule'])}</p>
 <h2>Checkpoints</h2>
 {_table(report)}
+<p class="rule">Intervals are 95% (Wilson). Blind test: the cross-validated accuracy of a reader trained to tell
+the author's real continuations of the prompts from the checkpoint's, on n-grams or on the checkpoint's own
+surprisal of each token; 50% means it cannot tell them apart. {html.escape(_open_set_line(report))}</p>
 <h2>Measures against the step</h2>
 <div class="plots">{figures}</div>
 {voices_html(report)}

@@ -1,55 +1,85 @@
-"""Stylometric attribution: which of the corpus's authors a text reads like, and how surely.
+"""Stylometric attribution: which of the corpus's authors a text reads like, how surely, or none of them.
 
-Cosine Delta (Smith & Aldridge 2011; Evert et al. 2017) in two views:
+Four views of a text, each naming an author:
 
-- words: relative frequencies of the most frequent words (MFW), z-scored with the mean
-  and standard deviation over the training chunks;
-- characters: the same for the most frequent character n-grams (spaces and punctuation
-  included).
+- characters: TF-IDF of character 1–4-grams and a linear SVM (`linear.py`);
+- words: TF-IDF of word 1–2-grams and a linear SVM;
+- Cosine Delta on the most frequent words, and on character 4-grams (`delta.py`).
 
-An author's profile is the centroid of their z-scored training chunks; a text's distance
-to an author is the cosine distance between its z-vector and that centroid, in each
-view; the ranking uses the mean of the two. Probabilities are softmax(−distance / T)
-with T fitted by leave-one-work-out on the training chunks (see `docs/stylometry.md`).
+The ranking combines the two SVM scores and Delta's mean distance in one calibrated
+softmax: logit(author) = Σ_view (a_view + b_view · log(words / 1000)) · score_view(author),
+its six weights fitted by log loss on samples of works the views never saw. The same
+samples calibrate the open-set answer (`openset.py`): in each calibration fold some
+authors are left out entirely and play the outsiders, the rest lose some works to
+held-out samples, so both "whose is it?" and "is it anyone's?" are scored on text the
+fold's model never saw. See docs/stylometry.md.
 
-The workspace model is cached in `style/model.json`, reused while the corpus is unchanged.
+The workspace model is cached in `style/model.npz` (plain arrays and one JSON string;
+no pickle), reused while the corpus and settings are unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
-import re
-import unicodedata
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from dvoinik.atomic import atomic_write_text
+from dvoinik.atomic import atomic_open
 from dvoinik.corpus.build import DOCUMENTS_FILE, REPORT_JSON, load_documents, read_text_file
+from dvoinik.evaluation.delta import DeltaModel, DeltaSettings, count_delta, fit_delta
+from dvoinik.evaluation.linear import LinearView, fit_linear
+from dvoinik.evaluation.ngrams import WORD, NgramSpec, Vocabulary, Work, chunk_texts, fit_vocabulary, normalize
+from dvoinik.evaluation.openset import (
+    FALSE_ALARM_RATE,
+    FOREIGN_COVERAGE,
+    CorpusForm,
+    OpenSetCalibration,
+    OutsiderDetector,
+    corpus_form,
+    evidence,
+    fit_detector,
+)
 from dvoinik.tokens import corpus_fingerprint
 from dvoinik.workspace import Workspace
 
-FORMAT_VERSION = 1
+__all__ = [
+    "NONE_OF_THEM", "Attribution", "AuthorScore", "Calibration", "OpenSet", "StyleError", "StyleModel",
+    "StyleSettings", "attribute", "attribute_many", "attributed_author", "fit_style_model",
+    "load_or_fit_workspace_model", "model_path", "normalize", "style_file", "style_notes", "work_id",
+]
+
+FORMAT_VERSION = 2
 STYLE_DIR = "style"
-MODEL_FILE = "model.json"
-
-# A word is a run of letters: digits (chapter numbers, dates) say nothing about style.
-WORD = re.compile(r"[^\W\d_]+")
-_COMBINING_ACCENTS = re.compile(r"[\u0300-\u036f]")  # stress marks some editions print
-_SPACES = re.compile(r"\s+")
-
-ALPHABET_BITS = 10  # characters are numbered 1..1023 (0 = any rarer one), so n-grams up to 6 fit an int64
-OTHER_CHARACTER = "\ufffd"  # how an n-gram shows a character outside the alphabet
-# Used when no author has two works, so there is nothing to calibrate on: the value fitted
-# on the 13-author benchmark corpus with the default settings (docs/benchmarks.md).
-DEFAULT_TEMPERATURE = 0.026
-TEMPERATURE_RANGE = (1e-3, 10.0)
+MODEL_FILE = "model.npz"
+OLD_MODEL_FILE = "model.json"  # the Cosine Delta model of format 1, replaced
+NONE_OF_THEM = "(none of the corpus authors)"
+VIEWS = ("characters", "words", "Delta words", "Delta characters")
+# Calibration samples: length in words (evaluation's samples are about 100) -> at most this many per author and
+# fold, so a prolific author does not outweigh the rest (and scoring them costs about half a corpus per fold).
+CALIBRATION_SAMPLES = {100: 24, 300: 16, 1000: 12, 3000: 8}
+MAX_FOLDS = 4
+SAMPLES_PER_WORK = 3  # per calibration length
 ECE_BINS = 10
-SHORT_TEXT_WORDS = 1000  # below this, attribution among many authors is unreliable (benchmarks.md)
+SHORT_TEXT_WORDS = 1000  # below this, attribution among many authors is less reliable (benchmarks.md)
+# Used where nothing can be calibrated (no author with two works, or only two authors for
+# the open-set answer): fitted on the 13-author benchmark corpus with the default settings
+# by `python benchmarks/attribution.py` (docs/benchmarks.md).
+DEFAULT_COMBINATION = (3.934, 6.1577, 5.0033, 0.4733, -0.7179, -2.9025)
+DEFAULT_DETECTOR: dict = {
+    "mean": [3.6481, -0.217, -0.3416, 0.9082, 0.7175, 0.0809, -0.9949],
+    "scale": [3.4988, 0.3, 0.3037, 0.0581, 0.2807, 0.0407, 1.2337],
+    "weights": [-0.446, -0.7107, -1.7978, 0.5781, -0.0928, 0.0702, 0.9831],
+    "bias": -1.0562,
+    "lengths": [-2.3026, -1.204, 0.0, 1.0986],
+    "thresholds": [1.0903, 1.7761, 1.5357, 0.4599],
+    "false_alarm_rate": 0.05,
+}
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -60,35 +90,54 @@ class StyleError(Exception):
 
 @dataclass(frozen=True)
 class StyleSettings:
-    """How texts become feature vectors; every field changes the fitted model."""
+    """How texts become features; every field changes the fitted model."""
 
-    mfw: int = 3000  # most frequent words in the word view
-    char_n: int = 4  # character n-gram length in the character view
-    char_features: int = 3000  # most frequent character n-grams
-    chunk_words: int = 2000  # training documents are cut into chunks of about this many words
+    char_n_min: int = 1  # character n-grams of the SVM view: from …
+    char_n_max: int = 4  # … to
+    char_features: int = 200_000  # at most this many of them (those in `min_works` works, most frequent first)
+    word_n_max: int = 2  # word 1-grams up to n-grams in the word SVM view
+    word_features: int = 100_000
+    chunk_words: int = 1000  # the SVM views train on chunks of about this many words
+    min_works: int = 2  # an n-gram must occur in this many training works to be a feature
+    mfw: int = 3000  # Cosine Delta: most frequent words …
+    delta_char_n: int = 4  # … character n-gram length …
+    delta_char_features: int = 3000  # … and most frequent character n-grams
+    delta_chunk_words: int = 2000  # Delta's centroids are means of chunks of this many words
     min_words: int = 300  # shorter texts are refused: their frequencies are mostly noise
+    seed: int = 0  # calibration folds and samples
 
     def __post_init__(self) -> None:
         checks = {
-            "mfw": self.mfw >= 1, "char_n": 1 <= self.char_n <= 6, "char_features": self.char_features >= 1,
-            "chunk_words": self.chunk_words >= 1, "min_words": self.min_words >= 1,
+            "char_n_min": 1 <= self.char_n_min <= self.char_n_max, "char_n_max": 1 <= self.char_n_max <= 5,
+            "char_features": self.char_features >= 1, "word_n_max": 1 <= self.word_n_max <= 3,
+            "word_features": self.word_features >= 1, "chunk_words": self.chunk_words >= 1,
+            "min_works": self.min_works >= 1, "mfw": self.mfw >= 1, "delta_char_n": 1 <= self.delta_char_n <= 6,
+            "delta_char_features": self.delta_char_features >= 1, "delta_chunk_words": self.delta_chunk_words >= 1,
+            "min_words": self.min_words >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid style settings: {', '.join(f'{n}={getattr(self, n)}' for n in bad)}")
 
+    @property
+    def delta(self) -> DeltaSettings:
+        return DeltaSettings(self.mfw, self.delta_char_n, self.delta_char_features, self.delta_chunk_words)
+
 
 @dataclass(frozen=True)
 class Calibration:
-    """How the temperature was fitted, and how well the fitted probabilities did on held-out works."""
+    """How well the calibrated probabilities did on held-out works, and the open-set answer on left-out authors."""
 
-    queries: int  # training chunks scored against centroids built without their own work
-    works: int  # the works those chunks came from
-    accuracy: float | None  # top-1 accuracy of those queries
+    queries: int  # samples of held-out works scored (insiders)
+    works: int  # the works they came from
+    accuracy: float | None  # top-1 accuracy of those samples
     mean_confidence: float | None  # mean probability of the top author
     ece: float | None  # expected calibration error (10 equal-width bins of confidence)
     log_loss: float | None
-    single_work_authors: tuple[str, ...] = ()  # candidates, but never queries (no other work to hold out)
+    single_work_authors: tuple[str, ...] = ()  # candidates, but never held out (no other work to train on)
+    folds: int = 0
+    by_length: dict[str, float] = field(default_factory=dict)  # words -> top-1 accuracy
+    open_set: OpenSetCalibration = field(default_factory=lambda: OpenSetCalibration(0, 0, None, None, None))
 
     @property
     def calibrated(self) -> bool:
@@ -97,125 +146,93 @@ class Calibration:
 
 @dataclass(eq=False)
 class StyleModel:
-    """A fitted attribution model: vocabularies, z-score parameters, author centroids, temperature."""
+    """A fitted attribution model: the four views, their combination, the outsider detector, what they were fitted on."""
 
     settings: StyleSettings
     authors: list[str]
-    words: list[str]  # the MFW, most frequent first
-    word_mean: np.ndarray
-    word_std: np.ndarray
-    word_centroids: np.ndarray  # authors × words, in z-scores
-    alphabet: str  # characters numbered 1.. in n-gram codes, sorted by code point
-    char_ngrams: list[str]
-    char_mean: np.ndarray
-    char_std: np.ndarray
-    char_centroids: np.ndarray
-    temperature: float
+    char: LinearView
+    word: LinearView
+    delta: DeltaModel
+    combination: tuple[float, ...]  # (a_char, a_word, a_delta, b_char, b_word, b_delta)
+    detector: OutsiderDetector
+    form: CorpusForm
     calibration: Calibration
     training: dict[str, dict[str, int]]  # author -> works, chunks, words
     corpus_fingerprint: str | None = None  # set for a workspace model: the corpus it was fitted on
 
-    def __post_init__(self) -> None:
-        self._word_index = {w: i for i, w in enumerate(self.words)}
-        self._alphabet_codes = np.array([ord(c) for c in self.alphabet], dtype=np.uint32)
-        codes = np.array([_code_of(g, self.alphabet) for g in self.char_ngrams], dtype=np.int64)
-        self._char_order = np.argsort(codes, kind="stable")
-        self._char_sorted = codes[self._char_order]
+    @cached_property
+    def covered_words(self) -> frozenset[str]:
+        """Words of at least `min_works` training works: a text's coverage is its share of words among them."""
+        return frozenset(self.word.vocabulary.words)
 
-    def to_json(self) -> str:
-        data = {
-            "format": FORMAT_VERSION,
-            "settings": asdict(self.settings),
-            "authors": self.authors,
-            "temperature": self.temperature,
-            "calibration": asdict(self.calibration),
-            "training": self.training,
+    def save(self, path: Path) -> None:
+        """`path` (.npz) written atomically: numpy arrays, and the rest as one JSON string."""
+        meta = {
+            "format": FORMAT_VERSION, "settings": asdict(self.settings), "authors": self.authors,
+            "combination": list(self.combination), "detector": self.detector.to_dict(), "form": asdict(self.form),
+            "calibration": asdict(self.calibration), "training": self.training,
             "corpus_fingerprint": self.corpus_fingerprint,
-            "words": self.words,
-            "word_mean": self.word_mean.tolist(),
-            "word_std": self.word_std.tolist(),
-            "word_centroids": self.word_centroids.tolist(),
-            "alphabet": self.alphabet,
-            "char_ngrams": self.char_ngrams,
-            "char_mean": self.char_mean.tolist(),
-            "char_std": self.char_std.tolist(),
-            "char_centroids": self.char_centroids.tolist(),
         }
-        return json.dumps(data, ensure_ascii=False)
+        arrays = {"meta": np.array(json.dumps(meta, ensure_ascii=False))}
+        for prefix, part in (("char", self.char), ("word", self.word), ("delta", self.delta)):
+            arrays.update({f"{prefix}.{k}": v for k, v in part.arrays().items()})
+        with atomic_open(path, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
 
     @classmethod
-    def from_json(cls, text: str) -> StyleModel:
-        """The model `to_json` wrote; ValueError for another format version or a damaged file."""
-        data = json.loads(text)
-        if data.get("format") != FORMAT_VERSION:
-            raise ValueError(f"style model format {data.get('format')!r}, expected {FORMAT_VERSION}")
-        calibration = dict(data["calibration"])
+    def load(cls, path: Path) -> StyleModel:
+        """The model `save` wrote; ValueError for another format version or a damaged file."""
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays["meta"]))
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"style model format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+        calibration = dict(meta["calibration"])
         calibration["single_work_authors"] = tuple(calibration["single_work_authors"])
-        n_authors = len(data["authors"])
-
-        def matrix(key: str, columns: int) -> np.ndarray:
-            return np.asarray(data[key], dtype=np.float64).reshape(n_authors, columns)
-
+        calibration["open_set"] = OpenSetCalibration(**calibration["open_set"])
         return cls(
-            settings=StyleSettings(**data["settings"]),
-            authors=list(data["authors"]),
-            words=list(data["words"]),
-            word_mean=np.asarray(data["word_mean"], dtype=np.float64),
-            word_std=np.asarray(data["word_std"], dtype=np.float64),
-            word_centroids=matrix("word_centroids", len(data["words"])),
-            alphabet=data["alphabet"],
-            char_ngrams=list(data["char_ngrams"]),
-            char_mean=np.asarray(data["char_mean"], dtype=np.float64),
-            char_std=np.asarray(data["char_std"], dtype=np.float64),
-            char_centroids=matrix("char_centroids", len(data["char_ngrams"])),
-            temperature=float(data["temperature"]),
-            calibration=Calibration(**calibration),
-            training={a: dict(v) for a, v in data["training"].items()},
-            corpus_fingerprint=data.get("corpus_fingerprint"),
+            settings=StyleSettings(**meta["settings"]), authors=list(meta["authors"]),
+            char=LinearView.from_arrays(part("char")), word=LinearView.from_arrays(part("word")),
+            delta=DeltaModel.from_arrays(part("delta")), combination=tuple(meta["combination"]),
+            detector=OutsiderDetector.from_dict(meta["detector"]), form=CorpusForm(**meta["form"]),
+            calibration=Calibration(**calibration), training={a: dict(v) for a, v in meta["training"].items()},
+            corpus_fingerprint=meta.get("corpus_fingerprint"),
         )
-
-    def zscores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Word z-vectors (texts × MFW), character z-vectors, and each text's word count."""
-        word_counts = np.zeros((len(texts), len(self.words)))
-        char_counts = np.zeros((len(texts), len(self.char_ngrams)))
-        totals = np.zeros((len(texts), 2))
-        n = self.settings.char_n
-        for row, text in enumerate(texts):
-            norm = normalize(text)
-            ids = [self._word_index.get(w, -1) for w in WORD.findall(norm)]
-            known = np.array([i for i in ids if i >= 0], dtype=np.int64)
-            word_counts[row] = np.bincount(known, minlength=len(self.words))
-            codes = ngram_codes(alphabet_indices(norm, self._alphabet_codes), n)
-            pos = np.searchsorted(self._char_sorted, codes)
-            pos[pos == len(self._char_sorted)] = 0
-            hit = self._char_sorted[pos] == codes if len(self._char_sorted) else np.zeros(len(codes), bool)
-            char_counts[row] = np.bincount(self._char_order[pos[hit]], minlength=len(self.char_ngrams))
-            totals[row] = (len(ids), len(codes))
-        safe = np.maximum(totals, 1)
-        word_z = (word_counts / safe[:, :1] - self.word_mean) / self.word_std
-        char_z = (char_counts / safe[:, 1:] - self.char_mean) / self.char_std
-        return word_z, char_z, totals[:, 0].astype(np.int64)
-
-    def distances(self, word_z: np.ndarray, char_z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Cosine distances to every author (texts × authors) in the word view, the character view, combined."""
-        dw = cosine_distances(word_z, self.word_centroids)
-        dc = cosine_distances(char_z, self.char_centroids)
-        return dw, dc, (dw + dc) / 2
 
 
 @dataclass(frozen=True)
 class AuthorScore:
     author: str
-    word_distance: float  # cosine distance in the MFW view (0 = same direction, 1 = unrelated, 2 = opposite)
-    char_distance: float  # the same in the character n-gram view
-    distance: float  # their mean: what the ranking uses
-    probability: float  # calibrated: softmax(−distance / T) over the corpus's authors
+    word_distance: float  # Cosine Delta, most frequent words (0 = same direction, 1 = unrelated, 2 = opposite)
+    char_distance: float  # Cosine Delta, character 4-grams
+    distance: float  # their mean
+    probability: float  # calibrated, over the corpus's authors (the ranking)
+    char_score: float = 0.0  # the character SVM's score (positive: on this author's side)
+    word_score: float = 0.0  # the word SVM's score
+
+
+@dataclass(frozen=True)
+class OpenSet:
+    """Whether the text reads like any corpus author at all."""
+
+    outsider: bool  # True: reads like none of the corpus authors
+    score: float | None  # the outsider score (None when a cheap check decided first)
+    threshold: float | None  # the score at which the verdict flips, for a text of this length
+    coverage: float  # share of the text's words that occur in two or more training works
+    reason: str | None  # why it reads like none of them, in words
+    calibrated: bool  # the detector was calibrated on this corpus (False: the benchmark corpus's defaults)
 
 
 @dataclass(frozen=True)
 class Attribution:
-    ranking: list[AuthorScore]  # closest author first
+    ranking: list[AuthorScore]  # most probable author first
     words: int  # words in the text (runs of letters)
+    views: dict[str, str] = field(default_factory=dict)  # view -> the author it names
+    open_set: OpenSet | None = None
 
     @property
     def best(self) -> AuthorScore:
@@ -225,271 +242,123 @@ class Attribution:
     def confidence(self) -> float:
         return self.ranking[0].probability
 
+    @property
+    def agreement(self) -> float:
+        """The share of the views naming the best author."""
+        return sum(a == self.best.author for a in self.views.values()) / len(self.views) if self.views else 1.0
 
-# ---------------------------------------------------------------- text to features
+    @property
+    def outsider(self) -> bool:
+        return self.open_set is not None and self.open_set.outsider
 
-
-def normalize(text: str) -> str:
-    """Lowercase, ё folded to е, combining accents dropped, whitespace runs as one space.
-
-    Editions differ in whether they print ё and stress marks; without folding, the same
-    author's "еще"/"ещё" would count as two words and split one feature into two.
-    """
-    text = unicodedata.normalize("NFC", text).lower().replace("ё", "е")
-    text = _COMBINING_ACCENTS.sub("", text)
-    return _SPACES.sub(" ", text).strip()
-
-
-def code_points(text: str) -> np.ndarray:
-    """One uint32 per character (a lone surrogate, which cannot be encoded, becomes "?")."""
-    return np.frombuffer(text.encode("utf-32-le", errors="replace"), dtype=np.uint32)
+    @property
+    def author(self) -> str | None:
+        """The best author, or None when the text reads like none of them."""
+        return None if self.outsider else self.best.author
 
 
-def alphabet_indices(norm: str, alphabet_codes: np.ndarray) -> np.ndarray:
-    """Each character's number in the alphabet (1-based; 0 for characters outside it), as int64."""
-    points = code_points(norm)
-    if len(alphabet_codes) == 0:
-        return np.zeros(len(points), dtype=np.int64)
-    pos = np.searchsorted(alphabet_codes, points)
-    pos[pos == len(alphabet_codes)] = 0
-    return np.where(alphabet_codes[pos] == points, pos + 1, 0).astype(np.int64)
+def attributed_author(result: Attribution) -> str:
+    """Whom to count a text for: the best author, or NONE_OF_THEM."""
+    return result.author or NONE_OF_THEM
 
 
-def ngram_codes(indices: np.ndarray, n: int) -> np.ndarray:
-    """The code of every character n-gram: its n alphabet numbers packed ALPHABET_BITS apart."""
-    m = len(indices) - n + 1
-    if m <= 0:
-        return np.zeros(0, dtype=np.int64)
-    indices = indices.astype(np.int64, copy=False)
-    codes = np.zeros(m, dtype=np.int64)
-    for k in range(n):
-        codes = (codes << ALPHABET_BITS) | indices[k : k + m]
-    return codes
-
-
-def _code_of(ngram: str, alphabet: str) -> int:
-    code = 0
-    for ch in ngram:
-        code = (code << ALPHABET_BITS) | (0 if ch == OTHER_CHARACTER else alphabet.index(ch) + 1)
-    return code
-
-
-def _ngram_of(code: int, n: int, alphabet: str) -> str:
-    mask = (1 << ALPHABET_BITS) - 1
-    numbers = [(code >> (ALPHABET_BITS * (n - 1 - k))) & mask for k in range(n)]
-    return "".join(alphabet[i - 1] if i else OTHER_CHARACTER for i in numbers)
-
-
-def cosine_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """1 − cosine similarity of every row of x with every centroid; 1 where a vector is all zeros."""
-    xn = np.linalg.norm(x, axis=1, keepdims=True)
-    cn = np.linalg.norm(centroids, axis=1, keepdims=True)
-    sims = (x / np.where(xn == 0, 1, xn)) @ (centroids / np.where(cn == 0, 1, cn)).T
-    return 1.0 - sims
-
-
-# ---------------------------------------------------------------- training set
+# ---------------------------------------------------------------- scoring
 
 
 @dataclass
-class TrainingSet:
-    """Feature counts of every training chunk, before z-scoring.
+class _Outputs:
+    """What the views say of some texts, over some candidate authors."""
 
-    Holds the widest vocabularies asked for (`settings.mfw`, `settings.char_features`):
-    a model with fewer features takes the leading columns, since both vocabularies are
-    ordered by frequency. The benchmark uses that to try several sizes on one count.
-    """
+    char: np.ndarray  # texts × authors
+    word: np.ndarray
+    delta_words: np.ndarray
+    delta_chars: np.ndarray
+    words: np.ndarray  # per text
+    uncovered: np.ndarray  # per text: share of words outside the coverage vocabulary
 
-    settings: StyleSettings
-    authors: list[str]
-    works: list[tuple[int, str]]  # (author index, work id)
-    chunk_work: np.ndarray  # index into works, per chunk
-    chunk_words: np.ndarray  # words per chunk
-    chunk_ngrams: np.ndarray  # character n-grams per chunk
-    words: list[str]
-    word_counts: np.ndarray  # chunks × words
-    alphabet: str
-    char_ngrams: list[str]
-    char_counts: np.ndarray  # chunks × n-grams
-
-    @property
-    def chunk_author(self) -> np.ndarray:
-        return np.array([a for a, _ in self.works], dtype=np.int64)[self.chunk_work]
+    def inputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.char, self.word, -(self.delta_words + self.delta_chars) / 2
 
 
-def prepare_training(
-    texts_by_author: Mapping[str, Sequence[tuple[str, str]]],
-    settings: StyleSettings = StyleSettings(),
-    on_progress: ProgressCallback | None = None,
-) -> TrainingSet:
-    """Cut every work (author -> [(work id, text)]) into chunks and count their features."""
-    documents = []  # (author index, work index, normalized text)
-    authors: list[str] = []
-    works: dict[tuple[int, str], int] = {}  # (author index, work id) -> work index
-    for author, items in texts_by_author.items():
-        normalized = [(work, normalize(text)) for work, text in items]
-        normalized = [(w, t) for w, t in normalized if WORD.search(t)]
-        if not normalized:
-            continue  # an author with no words is no candidate
-        authors.append(author)
-        for work, norm in normalized:
-            key = (len(authors) - 1, work)
-            documents.append((key[0], works.setdefault(key, len(works)), norm))
-    if len(authors) < 2:
-        found = f"; got {len(authors)}" + (f" ({authors[0]})" if authors else "")
-        raise StyleError(f"attribution needs at least 2 authors with text{found}")
-
-    alphabet = _choose_alphabet(norm for _, _, norm in documents)
-    alphabet_codes = np.array([ord(c) for c in alphabet], dtype=np.uint32)
-    n = settings.char_n
-    word_index: dict[str, int] = {}
-    parsed = []  # per document: chunk word bounds, word ids, alphabet indices, chunk character starts
-    author_word_ids: list[list[np.ndarray]] = [[] for _ in authors]
-    author_codes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in authors]
-    for done, (author, _, norm) in enumerate(documents):
-        words = WORD.findall(norm)
-        ids = np.fromiter((word_index.setdefault(w, len(word_index)) for w in words), dtype=np.int64, count=len(words))
-        starts = _word_starts(norm)
-        assert len(starts) == len(words)
-        chunks = max(1, int(len(words) / settings.chunk_words + 0.5))
-        bounds = np.linspace(0, len(words), chunks + 1).round().astype(np.int64)
-        char_starts = starts[bounds[:-1]]
-        char_starts[0] = 0
-        indices = alphabet_indices(norm, alphabet_codes)
-        codes = ngram_codes(indices, n)
-        author_word_ids[author].append(ids)
-        author_codes[author].append(np.unique(codes, return_counts=True))
-        parsed.append((bounds, ids, indices.astype(np.uint16), char_starts))  # 1023 letters fit; a quarter of the memory
-        if on_progress:
-            on_progress("counting words and characters", done + 1, len(documents))
-
-    # Vocabularies: ranked by the mean over authors of each author's relative frequency,
-    # so one prolific author does not choose the features (or fill them with their heroes' names).
-    word_score = np.zeros(len(word_index))
-    for ids in author_word_ids:
-        counts = np.bincount(np.concatenate(ids), minlength=len(word_index))
-        word_score += counts / max(counts.sum(), 1)
-    word_cols = _top(word_score, np.arange(len(word_index)), settings.mfw)
-    by_id = {i: w for w, i in word_index.items()}
-    vocabulary = [by_id[int(i)] for i in word_cols]
-    column_of_word = np.full(len(word_index), -1, dtype=np.int64)
-    column_of_word[word_cols] = np.arange(len(word_cols))
-
-    all_codes = np.unique(np.concatenate([c for pairs in author_codes for c, _ in pairs] or [np.zeros(0, np.int64)]))
-    char_score = np.zeros(len(all_codes))
-    for pairs in author_codes:
-        counts = np.zeros(len(all_codes))
-        for codes, c in pairs:
-            counts += np.bincount(np.searchsorted(all_codes, codes), weights=c, minlength=len(all_codes))
-        char_score += counts / max(counts.sum(), 1)
-    char_vocab = all_codes[_top(char_score, all_codes, settings.char_features)]
-    char_order = np.argsort(char_vocab, kind="stable")
-    char_sorted = char_vocab[char_order]
-
-    chunk_rows = [len(bounds) - 1 for bounds, *_ in parsed]
-    total = sum(chunk_rows)
-    word_counts = np.zeros((total, len(vocabulary)))
-    char_counts = np.zeros((total, len(char_vocab)))
-    chunk_words = np.zeros(total, dtype=np.int64)
-    chunk_ngrams = np.zeros(total, dtype=np.int64)
-    chunk_work = np.zeros(total, dtype=np.int64)
-    row = 0
-    for (_, work, _), (bounds, ids, indices, char_starts), k in zip(documents, parsed, chunk_rows):
-        rows = slice(row, row + k)
-        chunk_work[rows] = work
-        word_chunk = np.repeat(np.arange(k), np.diff(bounds))
-        chunk_words[rows] = np.diff(bounds)
-        cols = column_of_word[ids]
-        keep = cols >= 0
-        word_counts[rows] = np.bincount(word_chunk[keep] * len(vocabulary) + cols[keep],
-                                        minlength=k * len(vocabulary)).reshape(k, len(vocabulary))
-        codes = ngram_codes(indices, n)
-        gram_chunk = np.searchsorted(char_starts, np.arange(len(codes)), side="right") - 1
-        chunk_ngrams[rows] = np.bincount(gram_chunk, minlength=k)
-        pos = np.searchsorted(char_sorted, codes)
-        pos[pos == len(char_sorted)] = 0
-        hit = char_sorted[pos] == codes
-        cols = char_order[pos[hit]]
-        char_counts[rows] = np.bincount(gram_chunk[hit] * len(char_vocab) + cols,
-                                        minlength=k * len(char_vocab)).reshape(k, len(char_vocab))
-        row += k
-
-    return TrainingSet(
-        settings=settings, authors=authors, works=list(works), chunk_work=chunk_work, chunk_words=chunk_words,
-        chunk_ngrams=chunk_ngrams, words=vocabulary, word_counts=word_counts, alphabet=alphabet,
-        char_ngrams=[_ngram_of(int(c), n, alphabet) for c in char_vocab], char_counts=char_counts,
-    )
+def _view_outputs(char: LinearView, word: LinearView, delta: DeltaModel, covered: set[str] | frozenset[str],
+                  norms: Sequence[str]) -> _Outputs:
+    dw, dc, words = delta.distances(norms)
+    uncovered = np.array([_uncovered(norm, covered) for norm in norms])
+    return _Outputs(char.scores(norms), word.scores(norms), dw, dc, words, uncovered)
 
 
-def _choose_alphabet(texts) -> str:
-    """The 1023 most frequent characters (all of them, for any one language), sorted by code point."""
-    counts: Counter = Counter()
-    for text in texts:
-        points, c = np.unique(code_points(text), return_counts=True)
-        counts.update(dict(zip(points.tolist(), c.tolist())))
-    counts.pop(ord(OTHER_CHARACTER), None)
-    kept = sorted(counts, key=lambda p: (-counts[p], p))[: (1 << ALPHABET_BITS) - 1]
-    return "".join(chr(p) for p in sorted(kept))
+def _uncovered(norm: str, covered: set[str] | frozenset[str]) -> float:
+    words = WORD.findall(norm)
+    return sum(w not in covered for w in words) / len(words) if words else 1.0
 
 
-def _word_starts(norm: str) -> np.ndarray:
-    """Character offset of every WORD match in `norm` (the same runs of letters `WORD.findall` gives)."""
-    points = code_points(norm)
-    distinct, inverse = np.unique(points, return_inverse=True)
-    letter = np.fromiter((WORD.fullmatch(chr(p)) is not None for p in distinct.tolist()), dtype=bool, count=len(distinct))
-    is_letter = letter[inverse.reshape(-1)]
-    return np.flatnonzero(is_letter & ~np.concatenate(([False], is_letter[:-1])))
+def combine(combination: Sequence[float], outputs: _Outputs) -> np.ndarray:
+    """Calibrated logits (texts × authors)."""
+    a, b = np.asarray(combination[:3]), np.asarray(combination[3:])
+    length = np.log(np.maximum(outputs.words, 1) / 1000.0)[:, None]
+    return sum((a[v] + b[v] * length) * s for v, s in enumerate(outputs.inputs()))
 
 
-def _top(score: np.ndarray, tiebreak: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores (ties broken by `tiebreak`, so the choice is repeatable); zeros never."""
-    order = np.lexsort((tiebreak, -score))
-    order = order[score[order] > 0]
-    return order[:k]
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def attribute_many(model: StyleModel, texts: Sequence[str]) -> list[Attribution]:
+    """Attribute many texts at once; StyleError names a text too short."""
+    norms = [normalize(t) for t in texts]
+    words = np.array([len(WORD.findall(n)) for n in norms], dtype=np.int64)
+    short = np.flatnonzero(words < model.settings.min_words)
+    if len(short):
+        i = int(short[0])
+        which = "the text" if len(texts) == 1 else f"text {i + 1} of {len(texts)}"
+        raise StyleError(f"{which} has {words[i]} words; attribution needs at least {model.settings.min_words}")
+    outputs = _view_outputs(model.char, model.word, model.delta, model.covered_words, norms)
+    logits = combine(model.combination, outputs)
+    p = softmax(logits)
+    found = evidence(logits, outputs.char, outputs.word, outputs.delta_words, outputs.delta_chars,
+                     outputs.uncovered, outputs.words)
+    scores = model.detector.score(found)
+    thresholds = model.detector.threshold(found)
+    d = (outputs.delta_words + outputs.delta_chars) / 2
+    results = []
+    for row, text in enumerate(texts):
+        order = np.lexsort((np.arange(len(model.authors)), -p[row]))
+        ranking = [AuthorScore(model.authors[a], float(outputs.delta_words[row, a]), float(outputs.delta_chars[row, a]),
+                               float(d[row, a]), float(p[row, a]), float(outputs.char[row, a]),
+                               float(outputs.word[row, a])) for a in order]
+        views = dict(zip(VIEWS, (model.authors[int(i)] for i in (
+            outputs.char[row].argmax(), outputs.word[row].argmax(), outputs.delta_words[row].argmin(),
+            outputs.delta_chars[row].argmin()))))
+        coverage = 1.0 - float(outputs.uncovered[row])
+        reason = model.form.mismatch(text)
+        if reason is None and coverage < FOREIGN_COVERAGE:
+            reason = f"only {coverage:.0%} of its words occur in the corpus: another language?"
+        calibrated = model.detector.calibration.calibrated
+        if reason is not None:
+            verdict = OpenSet(True, None, None, coverage, reason, calibrated)
+        else:
+            flagged = bool(scores[row] >= thresholds[row])
+            why = (f"further from every corpus author than {1 - model.detector.false_alarm_rate:.0%} of the corpus's "
+                   "own held-out text of this length" if flagged else None)
+            verdict = OpenSet(flagged, float(scores[row]), float(thresholds[row]), coverage, why, calibrated)
+        results.append(Attribution(ranking=ranking, words=int(words[row]), views=views, open_set=verdict))
+    return results
+
+
+def attribute(model: StyleModel, text: str) -> Attribution:
+    """Rank the model's authors by how much `text` reads like each, and say whether it reads like any."""
+    return attribute_many(model, [text])[0]
 
 
 # ---------------------------------------------------------------- fitting
 
 
-def fit_from_training(training: TrainingSet, settings: StyleSettings | None = None) -> StyleModel:
-    """A model from counted chunks, keeping the first `settings.mfw` / `char_features` columns."""
-    settings = settings or training.settings
-    base = training.settings
-    if (settings.chunk_words, settings.char_n) != (base.chunk_words, base.char_n) \
-            or settings.mfw > base.mfw or settings.char_features > base.char_features:
-        raise ValueError(f"settings {settings} need a training set counted with them (this one: {base})")
-    words = training.word_counts[:, : settings.mfw] / np.maximum(training.chunk_words, 1)[:, None]
-    chars = training.char_counts[:, : settings.char_features] / np.maximum(training.chunk_ngrams, 1)[:, None]
-    word_mean, word_std, word_z = _zscore(words)
-    char_mean, char_std, char_z = _zscore(chars)
-    authors = training.chunk_author
-    word_sums, per_author = _group_sums(authors, word_z, len(training.authors))
-    char_sums, _ = _group_sums(authors, char_z, len(training.authors))
-    word_centroids = word_sums / per_author[:, None]
-    char_centroids = char_sums / per_author[:, None]
-
-    distances, truth, works, single = _held_out_distances(training, word_z, char_z, settings.min_words)
-    if len(truth):
-        temperature = fit_temperature(distances, truth)
-        calibration = calibration_stats(distances, truth, temperature, works, single)
-    else:
-        temperature = DEFAULT_TEMPERATURE
-        calibration = Calibration(0, 0, None, None, None, None, single)
-
-    summary = {}
-    for a, name in enumerate(training.authors):
-        mine = authors == a
-        summary[name] = {
-            "works": sum(1 for owner, _ in training.works if owner == a),
-            "chunks": int(mine.sum()),
-            "words": int(training.chunk_words[mine].sum()),
-        }
-    return StyleModel(
-        settings=settings, authors=list(training.authors), words=training.words[: settings.mfw],
-        word_mean=word_mean, word_std=word_std, word_centroids=word_centroids, alphabet=training.alphabet,
-        char_ngrams=training.char_ngrams[: settings.char_features], char_mean=char_mean, char_std=char_std,
-        char_centroids=char_centroids, temperature=temperature, calibration=calibration, training=summary,
-    )
+@dataclass
+class _Fold:
+    outsiders: set[int]  # authors left out entirely
+    held: set[int]  # works (indices) held out of the training, sampled as insiders
 
 
 def fit_style_model(
@@ -497,107 +366,263 @@ def fit_style_model(
     settings: StyleSettings = StyleSettings(),
     on_progress: ProgressCallback | None = None,
 ) -> StyleModel:
-    """Fit on author -> [(work id, text)]; works are the units the calibration holds out."""
-    return fit_from_training(prepare_training(texts_by_author, settings, on_progress), settings)
+    """Fit on author -> [(work id, text)]; works are the units calibration holds out."""
+    progress = on_progress or (lambda stage, done, total: None)
+    authors: list[str] = []
+    works: list[Work] = []
+    raw: list[str] = []
+    for author, items in texts_by_author.items():
+        normalized = [(work, normalize(text), text) for work, text in items]
+        normalized = [item for item in normalized if WORD.search(item[1])]
+        if not normalized:
+            continue  # an author with no words is no candidate
+        authors.append(author)
+        for work, norm, text in normalized:
+            works.append(Work(len(authors) - 1, work, norm))
+            raw.append(text)
+    if len(authors) < 2:
+        found = f"; got {len(authors)}" + (f" ({authors[0]})" if authors else "")
+        raise StyleError(f"attribution needs at least 2 authors with text{found}")
+    n_authors = len(authors)
+
+    progress("choosing n-grams", 0, 3)
+    char_vocab = fit_vocabulary(NgramSpec("char", settings.char_n_min, settings.char_n_max), works,
+                                settings.char_features, settings.min_works)
+    progress("choosing n-grams", 1, 3)
+    word_vocab = fit_vocabulary(NgramSpec("word", 1, settings.word_n_max), works, settings.word_features,
+                                settings.min_works)
+    progress("choosing n-grams", 2, 3)
+    chunk_work, chunk_text = [], []
+    for index, work in enumerate(works):
+        for chunk in chunk_texts(work.text, settings.chunk_words):
+            chunk_work.append(index)
+            chunk_text.append(chunk)
+    chunk_work_array = np.array(chunk_work, dtype=np.int64)
+    char_counts = _counted(char_vocab, chunk_text, "counting character n-grams", progress)
+    word_counts = _counted(word_vocab, chunk_text, "counting word n-grams", progress)
+    delta_counts = count_delta(works, settings.delta, on_progress)
+    work_author = np.array([w.author for w in works], dtype=np.int64)
+    chunk_author = work_author[chunk_work_array]
+
+    progress("fitting the views", 0, 1)
+    char = fit_linear(char_counts, chunk_author, n_authors, char_vocab)
+    word = fit_linear(word_counts, chunk_author, n_authors, word_vocab)
+    delta = fit_delta(delta_counts, n_authors)
+    word_sets = [set(WORD.findall(w.text)) for w in works]
+
+    # Calibration: each fold leaves some authors out (outsiders) and holds some works out (insiders).
+    folds = _fold_plan(works, n_authors, settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    collected: list[tuple[_Outputs, np.ndarray, np.ndarray, np.ndarray]] = []  # outputs, truth (-1: outsider), length, work
+    for number, fold in enumerate(folds):
+        progress("calibrating on held-out works and authors", number, len(folds))
+        collected.append(_score_fold(fold, works, word_sets, chunk_work_array, char_counts, word_counts, delta_counts,
+                                     char_vocab, word_vocab, settings, rng))
+    progress("calibrating on held-out works and authors", len(folds), len(folds))
+
+    insiders = [(o, t, n) for o, t, n, _ in collected if (t >= 0).any()]
+    combination = _fit_combination([(_select(o, t >= 0), t[t >= 0]) for o, t, _ in insiders]) if insiders \
+        else DEFAULT_COMBINATION
+    detector = _fit_open_set(collected, combination)
+    calibration = _calibration(collected, combination, works, authors, len(folds), detector)
+    summary = {}
+    for a, name in enumerate(authors):
+        mine = chunk_author == a
+        summary[name] = {"works": int((work_author == a).sum()), "chunks": int(mine.sum()),
+                         "words": int(sum(len(WORD.findall(w.text)) for w in works if w.author == a))}
+    return StyleModel(
+        settings=settings, authors=authors, char=char, word=word, delta=delta, combination=tuple(combination),
+        detector=detector, form=corpus_form(raw), calibration=calibration, training=summary,
+    )
 
 
-def _zscore(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    std = np.where(std > 0, std, 1.0)  # a feature constant over the training chunks carries no signal: z = 0
-    return mean, std, (x - mean) / std
+def _counted(vocabulary: Vocabulary, texts: list[str], stage: str, progress: ProgressCallback) -> Any:
+    """texts × features counts (a CSR matrix), in steps so the progress moves."""
+    from scipy import sparse
+
+    parts = []
+    step = 256
+    for first in range(0, len(texts), step):
+        parts.append(vocabulary.counts(texts[first : first + step]))
+        progress(stage, min(first + step, len(texts)), len(texts))
+    return sparse.vstack(parts).tocsr() if parts else vocabulary.counts([])
 
 
-def _group_sums(labels: np.ndarray, x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of the rows of x per label (n × features), and the number of rows per label."""
-    sums = np.zeros((n, x.shape[1]))
-    order = np.argsort(labels, kind="stable")
-    ordered = labels[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1]))) if len(ordered) else ordered
-    if len(starts):
-        sums[ordered[starts]] = np.add.reduceat(x[order], starts, axis=0)
-    return sums, np.bincount(labels, minlength=n)
+def _fold_plan(works: Sequence[Work], n_authors: int, seed: int) -> list[_Fold]:
+    """Calibration folds: with 3+ authors each author is the outsider of one fold; works held out round-robin.
 
-
-def _held_out_distances(
-    training: TrainingSet, word_z: np.ndarray, char_z: np.ndarray, min_words: int
-) -> tuple[np.ndarray, np.ndarray, int, tuple[str, ...]]:
-    """Combined distances of every eligible chunk to every author, its own author's centroid without its work.
-
-    Eligible: the author has another work, and the chunk is at least `min_words` long
-    (what `attribute` accepts). Other authors' centroids never contain the chunk's work,
-    so they stay as fitted. The z-score parameters do include it: a small optimism.
+    An author keeps at least one training work in every fold; an author with one work is
+    never held out as an insider (only left out whole, as an outsider).
     """
-    authors = training.chunk_author
-    work = training.chunk_work
-    n_authors = len(training.authors)
-    work_author = np.array([a for a, _ in training.works], dtype=np.int64)
-    works_per_author = np.bincount(work_author, minlength=n_authors)
-    single = tuple(name for a, name in enumerate(training.authors) if works_per_author[a] < 2)
-    rows = np.flatnonzero((works_per_author[authors] >= 2) & (training.chunk_words >= min_words))
-    if len(rows) == 0:
-        return np.zeros((0, n_authors)), np.zeros(0, dtype=np.int64), 0, single
-    combined = np.zeros((len(rows), n_authors))
-    for z in (word_z, char_z):
-        author_sum, author_n = _group_sums(authors, z, n_authors)
-        work_sum, work_n = _group_sums(work, z, len(training.works))
-        d = cosine_distances(z[rows], author_sum / author_n[:, None])
-        owner = work_author[work[rows]]
-        rest = (author_sum[owner] - work_sum[work[rows]]) / (author_n[owner] - work_n[work[rows]])[:, None]
-        d[np.arange(len(rows)), authors[rows]] = 1.0 - _rowwise_cosine(z[rows], rest)
-        combined += d / 2
-    return combined, authors[rows], len(np.unique(work[rows])), single
+    def order(key: str) -> str:
+        return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+    by_author: dict[int, list[int]] = {}
+    for index, work in enumerate(works):
+        by_author.setdefault(work.author, []).append(index)
+    most = max(len(v) for v in by_author.values())
+    if n_authors >= 3:
+        count = min(MAX_FOLDS, n_authors)
+    elif most >= 2:
+        count = min(MAX_FOLDS, most)
+    else:
+        return []
+    folds = [_Fold(set(), set()) for _ in range(count)]
+    ranked = sorted(by_author, key=lambda a: order(f"author:{a}"))
+    outsider_fold = {a: (i % count if n_authors >= 3 else -1) for i, a in enumerate(ranked)}
+    for a, fold in outsider_fold.items():
+        if fold >= 0:
+            folds[fold].outsiders.add(a)
+    for a, indices in by_author.items():
+        if len(indices) < 2:
+            continue
+        targets = [f for f in range(count) if f != outsider_fold[a]]
+        for k, index in enumerate(sorted(indices, key=lambda i: order(f"work:{works[i].id}:{i}"))):
+            folds[targets[k % len(targets)]].held.add(index)
+        for f in targets:  # never hold out all of an author's works
+            mine = [i for i in indices if i in folds[f].held]
+            if len(mine) == len(indices):
+                folds[f].held.discard(mine[-1])
+    return [f for f in folds if f.held or f.outsiders]
 
 
-def _rowwise_cosine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-    return np.einsum("ij,ij->i", x, y) / np.where(norms == 0, 1, norms)
+def _score_fold(fold: _Fold, works: Sequence[Work], word_sets: list[set[str]], chunk_work: np.ndarray, char_counts,
+                word_counts, delta_counts, char_vocab, word_vocab, settings: StyleSettings, rng: np.random.Generator):
+    """Fit the views without the fold's works and authors; score samples of what was left out."""
+    train_works = [i for i, w in enumerate(works) if i not in fold.held and w.author not in fold.outsiders]
+    inset = sorted({works[i].author for i in train_works})
+    column = {a: k for k, a in enumerate(inset)}
+    train_mask = np.isin(chunk_work, train_works)
+    rows = np.flatnonzero(train_mask)
+    labels = np.array([column[works[int(w)].author] for w in chunk_work[rows]], dtype=np.int64)
+    char = fit_linear(char_counts[rows], labels, len(inset), char_vocab)
+    word = fit_linear(word_counts[rows], labels, len(inset), word_vocab)
+    delta_rows = np.flatnonzero(np.isin(delta_counts.chunk_work, train_works))
+    delta_labels = np.array([column[int(a)] for a in delta_counts.chunk_author[delta_rows]], dtype=np.int64)
+    delta = fit_delta(delta_counts, len(inset), delta_rows, delta_labels)
+    seen_in: dict[str, int] = {}
+    for i in train_works:
+        for w in word_sets[i]:
+            seen_in[w] = seen_in.get(w, 0) + 1
+    covered = {w for w, c in seen_in.items() if c >= settings.min_works}
+
+    norms, truth, lengths, sources = [], [], [], []
+    left_out = [i for i, w in enumerate(works) if w.author in fold.outsiders]
+    for group, label_of in ((sorted(fold.held), lambda i: column.get(works[i].author, -2)), (left_out, lambda i: -1)):
+        group = [group[k] for k in rng.permutation(len(group))]  # samples spread over the author's works
+        for length, cap in CALIBRATION_SAMPLES.items():
+            taken: dict[int, int] = {}
+            for i in group:
+                if label_of(i) == -2 or taken.get(works[i].author, 0) >= cap:
+                    continue
+                for sample in _samples(works[i].text, length, SAMPLES_PER_WORK, rng):
+                    if taken.get(works[i].author, 0) >= cap:
+                        break
+                    taken[works[i].author] = taken.get(works[i].author, 0) + 1
+                    norms.append(sample)
+                    truth.append(label_of(i))
+                    lengths.append(length)
+                    sources.append(i)
+    outputs = _view_outputs(char, word, delta, covered, norms)
+    return outputs, np.array(truth, dtype=np.int64), np.array(lengths, dtype=np.int64), np.array(sources, dtype=np.int64)
 
 
-def probabilities(distances: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(−distance / T) over authors, row by row."""
-    logits = -distances / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    return p / p.sum(axis=1, keepdims=True)
+def _samples(text: str, length: int, count: int, rng: np.random.Generator) -> list[str]:
+    """Up to `count` windows of `length` words at random places (none when the work is shorter)."""
+    words = text.split(" ")
+    if len(words) < length:
+        return []
+    starts = rng.choice(len(words) - length + 1, size=min(count, len(words) - length + 1), replace=False)
+    return [" ".join(words[s : s + length]) for s in sorted(starts.tolist())]
 
 
-def _log_loss(distances: np.ndarray, truth: np.ndarray, temperature: float, smoothing: float = 0.0) -> float:
-    """Mean cross-entropy; `smoothing` moves that much of each target's weight evenly onto the other authors."""
-    logits = -distances / temperature
-    top = logits.max(axis=1, keepdims=True)
-    log_p = logits - (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))
-    rows = np.arange(len(truth))
-    true_part = log_p[rows, truth]
-    if smoothing == 0.0:
-        return float(-np.mean(true_part))
-    others = (log_p.sum(axis=1) - true_part) / max(distances.shape[1] - 1, 1)
-    return float(-np.mean((1 - smoothing) * true_part + smoothing * others))
+def _select(outputs: _Outputs, mask: np.ndarray) -> _Outputs:
+    return _Outputs(outputs.char[mask], outputs.word[mask], outputs.delta_words[mask], outputs.delta_chars[mask],
+                    outputs.words[mask], outputs.uncovered[mask])
 
 
-def fit_temperature(distances: np.ndarray, truth: np.ndarray) -> float:
-    """The T in TEMPERATURE_RANGE that minimises the log loss (golden-section search over log T).
+def _fit_combination(groups: list[tuple[_Outputs, np.ndarray]]) -> tuple[float, ...]:
+    """The six weights minimising the log loss of the held-out samples (convex: the logits are linear in them)."""
+    from scipy.optimize import minimize
 
-    The targets are smoothed by Laplace's rule of succession, 1/(queries + 2): a
-    calibration with no errors among 14 queries then says "about 94%", not "certain",
-    while on thousands of queries the smoothing is negligible. The loss is convex in 1/T,
-    so it has one minimum along log T.
-    """
-    smoothing = 1.0 / (len(truth) + 2)
-    lo, hi = (math.log(t) for t in TEMPERATURE_RANGE)
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = (_log_loss(distances, truth, math.exp(x), smoothing) for x in (a, b))
-    for _ in range(80):
-        if fa <= fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = _log_loss(distances, truth, math.exp(a), smoothing)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = _log_loss(distances, truth, math.exp(b), smoothing)
-    return math.exp((lo + hi) / 2)
+    prepared = []
+    for outputs, truth in groups:
+        length = np.log(np.maximum(outputs.words, 1) / 1000.0)[:, None]
+        inputs = outputs.inputs()
+        prepared.append((inputs, length, truth))
+    count = sum(len(t) for _, _, t in prepared)
+    ridge = 1e-4
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = theta[:3], theta[3:]
+        total, grad = 0.0, np.zeros(6)
+        for inputs, length, truth in prepared:
+            logits = sum((a[v] + b[v] * length) * s for v, s in enumerate(inputs))
+            logits = logits - logits.max(axis=1, keepdims=True)
+            log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            rows = np.arange(len(truth))
+            total -= log_p[rows, truth].sum()
+            residual = np.exp(log_p)
+            residual[rows, truth] -= 1.0
+            for v, s in enumerate(inputs):
+                per_row = (residual * s).sum(axis=1)
+                grad[v] += per_row.sum()
+                grad[3 + v] += (per_row * length[:, 0]).sum()
+        return total / count + ridge * float(theta @ theta), grad / count + 2 * ridge * theta
+
+    result = minimize(loss, np.array(DEFAULT_COMBINATION, dtype=float), jac=True, method="L-BFGS-B")
+    return tuple(float(x) for x in result.x)
+
+
+def _fit_open_set(collected, combination: Sequence[float]) -> OutsiderDetector:
+    features, outsider, lengths, groups = [], [], [], []
+    for fold, (outputs, truth, length, _) in enumerate(collected):
+        if len(truth) == 0:
+            continue
+        logits = combine(combination, outputs)
+        features.append(evidence(logits, outputs.char, outputs.word, outputs.delta_words, outputs.delta_chars,
+                                 outputs.uncovered, outputs.words))
+        outsider.append(truth == -1)
+        lengths.append(length)
+        groups.append(np.full(len(truth), fold))
+    if not features or not np.concatenate(outsider).any() or np.concatenate(outsider).all():
+        return default_detector()
+    return fit_detector(np.concatenate(features), np.concatenate(outsider), np.concatenate(lengths),
+                        np.concatenate(groups), FALSE_ALARM_RATE)
+
+
+def default_detector() -> OutsiderDetector:
+    """The detector fitted on the benchmark corpus, for corpora with too few authors to leave one out."""
+    return OutsiderDetector.from_dict({**DEFAULT_DETECTOR, "calibration": asdict(OpenSetCalibration(0, 0, None, None, None))})
+
+
+def _calibration(collected, combination, works: Sequence[Work], authors: list[str], folds: int,
+                 detector: OutsiderDetector) -> Calibration:
+    counts = np.bincount([w.author for w in works], minlength=len(authors))
+    single = tuple(name for a, name in enumerate(authors) if counts[a] < 2)
+    confidences, correct, log_losses, lengths, sources = [], [], [], [], []
+    for outputs, truth, length, source in collected:
+        inside = truth >= 0
+        if not inside.any():
+            continue
+        p = softmax(combine(combination, _select(outputs, inside)))
+        t = truth[inside]
+        confidences.append(p.max(axis=1))
+        correct.append(p.argmax(axis=1) == t)
+        log_losses.append(-np.log(np.maximum(p[np.arange(len(t)), t], 1e-12)))
+        lengths.append(length[inside])
+        sources.append(source[inside])
+    if not confidences:
+        return Calibration(0, 0, None, None, None, None, single, folds, {}, detector.calibration)
+    confidence, right = np.concatenate(confidences), np.concatenate(correct)
+    length = np.concatenate(lengths)
+    return Calibration(
+        queries=len(right), works=len(np.unique(np.concatenate(sources))), accuracy=float(right.mean()),
+        mean_confidence=float(confidence.mean()), ece=expected_calibration_error(confidence, right),
+        log_loss=float(np.concatenate(log_losses).mean()), single_work_authors=single, folds=folds,
+        by_length={str(int(n)): float(right[length == n].mean()) for n in np.unique(length)},
+        open_set=detector.calibration,
+    )
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -609,45 +634,6 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         if members.any():
             total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
     return float(total)
-
-
-def calibration_stats(distances: np.ndarray, truth: np.ndarray, temperature: float, works: int = 0,
-                      single_work_authors: tuple[str, ...] = ()) -> Calibration:
-    p = probabilities(distances, temperature)
-    correct = p.argmax(axis=1) == truth
-    confidence = p.max(axis=1)
-    return Calibration(
-        queries=len(truth), works=works, accuracy=float(correct.mean()), mean_confidence=float(confidence.mean()),
-        ece=expected_calibration_error(confidence, correct), log_loss=_log_loss(distances, truth, temperature),
-        single_work_authors=single_work_authors,
-    )
-
-
-# ---------------------------------------------------------------- attribution
-
-
-def attribute_many(model: StyleModel, texts: Sequence[str]) -> list[Attribution]:
-    """Attribute many texts at once (one matrix product per view); StyleError names a text too short."""
-    word_z, char_z, words = model.zscores(texts)
-    short = np.flatnonzero(words < model.settings.min_words)
-    if len(short):
-        i = int(short[0])
-        which = "the text" if len(texts) == 1 else f"text {i + 1} of {len(texts)}"
-        raise StyleError(f"{which} has {words[i]} words; attribution needs at least {model.settings.min_words}")
-    dw, dc, d = model.distances(word_z, char_z)
-    p = probabilities(d, model.temperature)
-    results = []
-    for row in range(len(texts)):
-        order = np.lexsort((np.arange(len(model.authors)), d[row]))
-        ranking = [AuthorScore(model.authors[a], float(dw[row, a]), float(dc[row, a]), float(d[row, a]),
-                               float(p[row, a])) for a in order]
-        results.append(Attribution(ranking=ranking, words=int(words[row])))
-    return results
-
-
-def attribute(model: StyleModel, text: str) -> Attribution:
-    """Rank the model's authors by how much `text` reads like each."""
-    return attribute_many(model, [text])[0]
 
 
 # ---------------------------------------------------------------- workspace
@@ -665,7 +651,11 @@ def work_id(source: str) -> str:
 def load_or_fit_workspace_model(
     ws: Workspace, settings: StyleSettings | None = None, on_progress: ProgressCallback | None = None
 ) -> StyleModel:
-    """The workspace's model: `style/model.json` while the corpus and settings are unchanged, else fitted anew."""
+    """The workspace's model: `style/model.npz` while the corpus and settings are unchanged, else fitted anew.
+
+    Fitted on every work of the corpus, the held-out validation works too: attribution is
+    best with all the author's text, and calibration holds works out on its own.
+    """
     settings = settings or StyleSettings()
     corpus_dir = ws.corpus_dir
     if not (corpus_dir / DOCUMENTS_FILE).is_file() or not (corpus_dir / REPORT_JSON).is_file():
@@ -673,27 +663,27 @@ def load_or_fit_workspace_model(
     fingerprint = corpus_fingerprint(corpus_dir)
     path = model_path(ws)
     try:
-        cached = StyleModel.from_json(path.read_text(encoding="utf-8"))
+        cached = StyleModel.load(path)
         if cached.corpus_fingerprint == fingerprint and cached.settings == settings:
             return cached
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing, from another version, or damaged: fit again
     texts: dict[str, list[tuple[str, str]]] = {}
     for doc in load_documents(corpus_dir):
-        if doc.split == "train":
-            texts.setdefault(doc.author, []).append((work_id(doc.source), doc.text))
+        texts.setdefault(doc.author, []).append((work_id(doc.source), doc.text))
     try:
         model = fit_style_model(texts, settings, on_progress)
     except StyleError as e:
-        raise StyleError(f"{corpus_dir / DOCUMENTS_FILE}: {e} in the training split") from None
+        raise StyleError(f"{corpus_dir / DOCUMENTS_FILE}: {e}") from None
     model.corpus_fingerprint = fingerprint
-    atomic_write_text(path, model.to_json())
+    model.save(path)
+    (path.parent / OLD_MODEL_FILE).unlink(missing_ok=True)  # the format-1 cache this one replaces
     return model
 
 
 def style_file(ws: Workspace, path: Path, settings: StyleSettings | None = None,
                on_progress: ProgressCallback | None = None, model: StyleModel | None = None) -> Attribution:
-    """Which of the workspace corpus's authors the file at `path` reads like.
+    """Which of the workspace corpus's authors the file at `path` reads like (or none of them).
 
     `model` is the workspace model when the caller already has it (to print its
     calibration too); otherwise it is loaded or fitted here.
@@ -707,21 +697,33 @@ def style_file(ws: Workspace, path: Path, settings: StyleSettings | None = None,
 
 
 def style_notes(model: StyleModel, attribution: Attribution) -> list[str]:
-    """What a reader of an attribution should know: how the confidence was calibrated, and when to doubt it."""
+    """What a reader of an attribution should know: how it was calibrated, and when to doubt it."""
     calibration = model.calibration
+    notes = []
     if calibration.calibrated:
-        notes = [f"calibration: leave-one-work-out, {calibration.queries} chunks from {calibration.works} works, "
-                 f"accuracy {calibration.accuracy:.0%}, ECE {calibration.ece:.3f}"]
+        notes.append(f"calibration: {calibration.queries} samples of {calibration.works} held-out works "
+                     f"({calibration.folds} folds), accuracy {calibration.accuracy:.0%}, ECE {calibration.ece:.3f}")
     else:
-        notes = ["not calibrated: no author has two training works"]
+        notes.append("not calibrated: no author has two works; the probabilities use the benchmark corpus's weights")
+    open_set = calibration.open_set
+    if open_set.calibrated:
+        notes.append(f"'none of them': each author in turn left out, AUROC {open_set.auroc:.2f}, "
+                     f"{open_set.detected:.0%} of outsiders caught at {open_set.false_alarms:.0%} false alarms")
+    else:
+        notes.append("'none of them' is not calibrated on this corpus (fewer than 3 authors): "
+                     "the benchmark corpus's detector is used")
     if calibration.single_work_authors:
-        notes.append("one training work only (candidates, never calibration queries): "
-                     + ", ".join(calibration.single_work_authors))
+        notes.append("one work only (candidates, never held out): " + ", ".join(calibration.single_work_authors))
     if attribution.words < SHORT_TEXT_WORDS:
-        notes.append(f"a short text ({attribution.words} words): among 13 authors, samples of 500 words were attributed "
-                     "correctly about 72% of the time (docs/benchmarks.md)")
-    by_words = min(attribution.ranking, key=lambda s: s.word_distance).author
-    by_chars = min(attribution.ranking, key=lambda s: s.char_distance).author
-    if by_words != by_chars:
-        notes.append(f"the views disagree: words point to {by_words}, character n-grams to {by_chars}")
+        accuracy = calibration.by_length.get("300")
+        measured = f" (in calibration, {accuracy:.0%} of 300-word samples)" if accuracy is not None else ""
+        notes.append(f"a short text ({attribution.words} words): attribution is less sure{measured}")
+    disagreeing = {view: author for view, author in attribution.views.items() if author != attribution.best.author}
+    if disagreeing:
+        notes.append("the views disagree: " + ", ".join(f"{view} → {author}" for view, author in disagreeing.items()))
     return notes
+
+
+def with_min_words(model: StyleModel, min_words: int) -> StyleModel:
+    """The same model accepting texts from `min_words` words (evaluation attributes short samples too)."""
+    return replace(model, settings=replace(model.settings, min_words=min_words))
