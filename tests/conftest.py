@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `-n 2` on two cores: a worker's torch (and the commands it starts) taking every core
+    # makes the two workers fight over them; one thread each is faster in all.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"

@@ -717,7 +717,7 @@ def test_workers_end_with_a_killed_build(tmp_path: Path) -> None:
         "from pathlib import Path\n"
         "from dvoinik.corpus import build\n"
         "def slow(task):\n"
-        "    print(os.getpid(), flush=True)\n"
+        "    os.write(1, f'{os.getpid()}\\n'.encode())  # one write: the two workers' lines never interleave\n"
         "    time.sleep(120)\n"
         "build._read_and_clean = slow  # the workers are forked: they run this one\n"
         "tasks = [build.FileTask(Path(f'{i}.txt'), f'{i}.txt', 'A', 'target', 'auto', 'ru') for i in range(2)]\n"
