@@ -11,15 +11,7 @@ from dvoinik.evaluation.discriminator import (
     ngram_blind_test,
     surprisal_blind_test,
     token_statistics,
-    wilson_interval,
 )
-
-
-def test_wilson_interval() -> None:
-    low, high = wilson_interval(24, 48)
-    assert low == pytest.approx(0.3636, abs=1e-3) and high == pytest.approx(0.6364, abs=1e-3)
-    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
-    assert wilson_interval(0, 0) == (None, None)
 
 
 def test_pairs_are_cut_to_the_shorter_side() -> None:

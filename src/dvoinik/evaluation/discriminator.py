@@ -20,12 +20,13 @@ the interval is about ±14 points, so read differences between checkpoints with 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from dvoinik.intervals import wilson_interval
 
 FOLDS = 5
 SURPRISAL_FEATURES = ("mean", "std", "p10", "median", "p90", "max", "top1", "top10")
@@ -42,19 +43,6 @@ class BlindTest:
     high: float | None
     texts: int  # real + generated texts scored
     folds: int
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
-    """The Wilson score interval of a binomial proportion (95% by default); (None, None) for n = 0."""
-    if n == 0:
-        return None, None
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no rounding below 1 or above 0
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
 
 
 def equal_pairs(real: Sequence[Sequence[int]], generated: Sequence[Sequence[int]]) -> list[tuple[list[int], list[int]]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dvoinik.evaluation.discriminator import wilson_interval
+from dvoinik.intervals import wilson_interval
 from dvoinik.workspace import EvaluateSettings
 
 SIGNIFICANCE = 0.05

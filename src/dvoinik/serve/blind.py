@@ -28,12 +28,12 @@ from dvoinik.evaluation.voices import voiced_prompt_rows
 from dvoinik.generation.decoding import decoding_for
 from dvoinik.generation.double import Double
 from dvoinik.generation.variants import sample_ids
+from dvoinik.intervals import wilson_interval
 from dvoinik.tokens import TokenSet
 
 KINDS = ("single", "pairs", "both")
 MIN_WORDS = 20  # shorter continuations say too little to judge, and are dropped
 CHANCE = 0.5
-Z95 = 1.959964
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,6 @@ class Score:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial share (sound at small counts and at 0% or 100%)."""
-    if total == 0:
-        return (0.0, 1.0)
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def binomial_tail(correct: int, total: int, p: float = CHANCE) -> float:
