@@ -163,3 +163,20 @@ def test_a_single_author_workspace_is_evaluated_without_style(tmp_path: Path) ->
     report = evaluate_run(ws).report
     assert report["style_model"] is None and report["ceiling"]["target_share"] is None
     assert report["checkpoints"][0]["samples"]["target_share"] is None and report["recommended"] == "checkpoint-2"
+
+
+def test_a_damaged_checkpoint_is_named_and_the_others_are_measured(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, {"max_steps": 8, "save_every": 4})
+    ws = write_settings(ws, "evaluate", {"prompts": 3, "prompt_tokens": 12, "sample_tokens": 16, "extraction_prompts": 2})
+    train(ws, run="r")
+    weights = next((find_run(ws).folder / "checkpoint-4").glob("*.safetensors"))
+    original = weights.read_bytes()
+    weights.write_bytes(original[: len(original) // 2])  # a copy cut short
+
+    result = evaluate_run(ws)
+    assert [c["name"] for c in result.report["checkpoints"]] == ["checkpoint-8"]
+    [damaged] = result.report["damaged_checkpoints"]
+    assert damaged["name"] == "checkpoint-4" and str(weights.name) in damaged["problem"]
+    assert result.recommended in (None, "checkpoint-8")
+    assert "Not measured:" in (result.folder / "report.html").read_text(encoding="utf-8")
+    assert weights.read_bytes() == original[: len(original) // 2]  # left as found: the user decides

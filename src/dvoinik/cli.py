@@ -768,6 +768,8 @@ def evaluate_command(
                   "", "", style="dim")
     out.print(table)
     out.print(blind)
+    for c in report.get("damaged_checkpoints", []):
+        out.print(Text(f"not measured: {c['problem']}", style="yellow"), soft_wrap=True)
     if "voices" in report:
         _print_voice_matrices(out, report["voices"])
     verdict = f"Recommended: {result.recommended} ({report['reason']})" if result.recommended else \

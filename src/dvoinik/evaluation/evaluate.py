@@ -47,6 +47,7 @@ from dvoinik.evaluation.stylometry import (
     load_or_fit_workspace_model,
 )
 from dvoinik.evaluation.voices import voice_matrices, voice_passages, voiced_prompt_rows
+from dvoinik.faults import DamagedFileError
 from dvoinik.generation.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation.decoding import decoding_for
 from dvoinik.generation.double import Double, load_checkpoint
@@ -424,15 +425,22 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
     real_texts = [tokenizer.decode(p.continuation) for p in prompts]
     ceiling = measure_texts(real_texts, tokenizer, index, style, token_set.target.name, min_tokens, words, min_words)
 
-    results = []
+    results, damaged = [], []
     for number, checkpoint in enumerate(checkpoints):
         step(f"evaluating {checkpoint.path.name}", number)
-        results.append(evaluate_checkpoint(checkpoint, tokenizer, token_set, index, style, prompts, extraction,
-                                           settings, min_tokens, block_size, eval_blocks, words, min_words))
+        try:
+            results.append(evaluate_checkpoint(checkpoint, tokenizer, token_set, index, style, prompts, extraction,
+                                               settings, min_tokens, block_size, eval_blocks, words, min_words))
+        except DamagedFileError as exc:  # one damaged checkpoint is named in the report; the others are measured
+            damaged.append({"name": checkpoint.path.name, "problem": str(exc)})
+            step(f"skipped {checkpoint.path.name}: {exc}", number + 1)
+    if not results:
+        raise EvaluationError(f"{chosen.folder}: every checkpoint is damaged; the first: {damaged[0]['problem']}")
     recommended, reason = recommend(results, settings, token_set.target.name)
     voice_report = None
     if voices and style is not None:
-        shown = next((c for c in checkpoints if c.path.name == recommended), checkpoints[-1])
+        measured = [c for c in checkpoints if c.path.name in {r["name"] for r in results}]
+        shown = next((c for c in measured if c.path.name == recommended), measured[-1])
         step(f"voices of {shown.path.name}", len(checkpoints))
         voice_report = voice_report_of(shown, index, style, token_set, starts, settings, sample_tokens)
     step("writing the report", len(checkpoints))
@@ -456,6 +464,7 @@ def evaluate_run(ws: Workspace, run: str | None = None, on_progress: ProgressCal
         "ceiling": {**asdict(ceiling), "longest_span": summarize(ceiling.longest_spans),
                     "longest_token_span": summarize(ceiling.longest_token_spans)},
         "checkpoints": results,
+        "damaged_checkpoints": damaged,
         **({"voices": voice_report} if voice_report else {}),
     }
     folder = chosen.folder / EVALUATION_DIR

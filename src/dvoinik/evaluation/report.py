@@ -281,6 +281,12 @@ def voices_html(report: dict) -> str:
     return "\n".join(parts)
 
 
+def _damaged(report: dict) -> str:
+    """Checkpoints that could not be read: named, so a missing row is never silent."""
+    damaged = report.get("damaged_checkpoints", [])
+    return "".join(f'<p class="rule">Not measured: {html.escape(c["problem"])}</p>' for c in damaged)
+
+
 def _open_set_line(report: dict) -> str:
     style = report.get("style_model")
     if not style:
@@ -316,6 +322,7 @@ target's held-out works, {report.get('sample_tokens', settings['sample_tokens'])
 <p class="rule">Rule: {html.escape(report['rule'])}</p>
 <h2>Checkpoints</h2>
 {_table(report)}
+{_damaged(report)}
 <p class="rule">Intervals are 95% (Wilson). Blind test: the cross-validated accuracy of a reader trained to tell
 the author's real continuations of the prompts from the checkpoint's, on n-grams or on the checkpoint's own
 surprisal of each token; 50% means it cannot tell them apart. {html.escape(_open_set_line(report))}</p>
