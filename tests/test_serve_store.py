@@ -309,6 +309,38 @@ def test_a_blind_test_closes_for_good_and_limits_its_readers(tmp_path: Path) -> 
         store.blind_receipt(test.id, "guess")
 
 
+def test_opening_without_permission_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database or folder this account may not write: one line naming it, not a traceback (root ignores chmod,
+    so the refusals are the ones the system would raise)."""
+    import sqlite3
+
+    from dvoinik.faults import NoAccessError
+
+    def readonly(db):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(store_module, "_add_columns", readonly)
+    with pytest.raises(NoAccessError, match="s.sqlite3: permission denied while opening the studio's database"):
+        Store.open(tmp_path / "s.sqlite3", exclusive=True)
+    monkeypatch.undo()
+    Store.open(tmp_path / "s.sqlite3", exclusive=True).close()  # the lock was let go
+
+    def refused(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", refused)
+    with pytest.raises(NoAccessError, match="t.sqlite3: permission denied"):
+        Store.open(tmp_path / "t.sqlite3", exclusive=True)
+    monkeypatch.undo()
+
+    def no_folder(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", no_folder)
+    with pytest.raises(NoAccessError, match="studio: permission denied while opening the studio's folder"):
+        Store.open(tmp_path / "studio" / "s.sqlite3")
+
+
 def test_opening_on_a_full_disk_or_a_damaged_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlite3
 

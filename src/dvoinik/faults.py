@@ -3,11 +3,13 @@
 - A **damaged file** a stage wrote (garbage, cut mid-line, random bytes, fields missing):
   `DamagedFileError` names the file, what is wrong, and the command that rebuilds it.
   `read_json` and `read_json_lines` are the loaders that say so.
+- **No access**: `NoAccessError` names the file or folder this account may not read or write
+  (permissions, a read-only file system), where a traceback would have said `EACCES`.
 - A **full disk**: `DiskFullError` names the folder being written, the free space left on
   its disk and what to free. `is_disk_full` recognises the many shapes the fault takes
   (OSError ENOSPC, SQLite's "database or disk is full", safetensors' and torch's writers).
 
-Both are `FileFault`s, which the command line prints as one `error: …` line (exit 2).
+All are `FileFault`s, which the command line prints as one `error: …` line (exit 2).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class FileFault(Exception):
 
 class DamagedFileError(FileFault):
     """A file a stage wrote cannot be read back."""
+
+
+class NoAccessError(FileFault):
+    """This account may not read or write a file or folder a command needs."""
 
 
 class DiskFullError(FileFault):
@@ -69,6 +75,21 @@ def read_json_lines(path: Path, rebuild: str) -> Iterator[tuple[int, Any]]:
                 cut = " (the file ends mid-line)" if not raw.endswith(b"\n") else ""
                 raise damaged(path, f"line {number} is not JSON{cut}", rebuild) from None
             yield number, value
+
+
+_NO_ACCESS_WORDS = ("readonly database", "read-only file system", "unable to open database file", "permission denied")
+
+
+def is_no_access(exc: BaseException) -> bool:
+    """Whether `exc` is a refused access: permissions, a read-only file system, SQLite unable to open or write."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and any(w in str(exc).lower() for w in _NO_ACCESS_WORDS)
+
+
+def no_access(path: Path | str, doing: str) -> NoAccessError:
+    return NoAccessError(f"{path}: permission denied while {doing} (this account may not read and write it, or the "
+                         "folder holding it, or the disk is read-only); give it access, or run as the user who owns it")
 
 
 def is_disk_full(exc: BaseException, folder: Path | None = None) -> bool:

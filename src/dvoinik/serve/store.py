@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dvoinik.faults import DiskFullError, damaged, disk_full, is_disk_full
+from dvoinik.faults import DiskFullError, damaged, disk_full, is_disk_full, is_no_access, no_access
 
 FOLD_SECONDS = 5.0  # edits this close together are one undo step...
 FOLD_SPAN_SECONDS = 60.0  # ...until the step is this old: an hour of steady typing is not one step
@@ -298,8 +298,17 @@ class Store:
             except OSError as exc:
                 if is_disk_full(exc):
                     raise disk_full(Path(path).parent, FREE_STUDIO_SPACE) from None
+                if is_no_access(exc):
+                    raise no_access(Path(path).parent, "opening the studio's folder") from None
                 raise
-        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            if lock is not None:
+                lock.close()
+            if is_no_access(exc):
+                raise no_access(path, "opening the studio's database") from None
+            raise
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
@@ -321,6 +330,8 @@ class Store:
                 lock.close()
             if isinstance(exc, DiskFullError) or is_disk_full(exc):
                 raise disk_full(Path(path).parent, FREE_STUDIO_SPACE) from None
+            if is_no_access(exc):
+                raise no_access(path, "opening the studio's database") from None
             raise damaged(path, f"not a studio database: {exc}", "move it aside (nothing else reads it) and "
                                 "`dvoinik serve` starts a new, empty studio") from None
         store._lock_file = lock
