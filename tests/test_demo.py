@@ -46,5 +46,6 @@ def test_the_demo_double_writes_in_the_target_voice(tmp_path: Path) -> None:
         assert continuation.text.strip()
         assert continuation.nearest == demo.AUTHORS[0].name, continuation
         assert continuation.copy is not None and continuation.copy.tokens < demo.GUARD  # the guard held
+        assert continuation.copy.words is not None and continuation.copy.words < result.workspace.check.min_words  # in words too
     text = " ".join(c.text for c in result.continuations)
     assert not re.search(r"[0-9№]", text)  # the influence's digits and numbers never show up

@@ -22,6 +22,7 @@ from dvoinik.generation.copyindex import CopyIndex, open_copy_index
 from dvoinik.generation.decoding import decoding_for
 from dvoinik.generation.double import load_checkpoint
 from dvoinik.generation.variants import CopyScore, generate
+from dvoinik.generation.wordindex import open_word_index
 from dvoinik.runs import find_run, run_token_set
 from dvoinik.training.loop import TrainObserver, TrainResult, train
 from dvoinik.workspace import Workspace, WorkspaceError, add_sources, init_workspace, write_settings
@@ -111,7 +112,7 @@ def run_demo(folder: Path, observer: TrainObserver | None = None, prompt: str = 
     corpus = build_corpus(ws)
     training = train(ws, run=RUN, observer=observer)
     index: CopyIndex = open_copy_index(run_token_set(ws, find_run(ws, RUN)))
-    double = load_checkpoint(training.checkpoints[-1], index)
+    double = load_checkpoint(training.checkpoints[-1], index, words=open_word_index(ws.root))
     variants = generate(double, prompt, DECODING, n=VARIANTS, guard=GUARD).variants
     documents = load_documents(ws.corpus_dir)
     profiles = {a.name: trigram_profile(" ".join(d.text for d in documents if d.author == a.name and d.split == "train"))
