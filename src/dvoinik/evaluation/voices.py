@@ -77,7 +77,7 @@ def attribution_shares(style: StyleModel, texts: list[str]) -> dict[str, float]:
         return {}
     worded = [t for t in texts if _WORDS.search(t)]
     counts: dict[str, int] = {}
-    for result in attribute_many(style, worded) if worded else []:
+    for result in attribute_many(style, worded) if worded else []:  # the nearest author, not the open-set answer
         counts[result.best.author] = counts.get(result.best.author, 0) + 1
     if len(worded) < len(texts):
         counts[NO_WORDS] = len(texts) - len(worded)
