@@ -448,9 +448,10 @@ def demo_command(
         out.print(Text(f"   closer to {continuation.nearest} ({verdict}); trigram similarity: {scores}", style="dim"))
         if continuation.copy is not None:
             copy = continuation.copy
-            words = f"{copy.words} words, " if copy.words is not None else ""
-            out.print(Text(f"   copied: the longest span found in the training texts is {words}{copy.tokens} tokens "
-                           f"(the originality guard bans {demo.GUARD} tokens)", style="dim"))
+            guard = f"the originality guard bans {demo.GUARD} tokens"
+            longest = f"{copy.words} words (in tokens: {copy.tokens}; {guard})" if copy.words is not None else \
+                f"{copy.tokens} tokens ({guard})"
+            out.print(Text(f"   copied: the longest span found in the training texts is {longest}", style="dim"))
     out.print(f"\nWorkspace: {result.workspace.root} (dvoinik.toml, corpus/, tokens/, runs/{demo.RUN}/)")
     out.print(f"Next: dvoinik -w {directory} generate \"{result.prompt}\" --n 3 · dvoinik -w {directory} evaluate · "
               f"dvoinik -w {directory} serve (the studio in your browser)")
