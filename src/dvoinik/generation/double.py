@@ -66,18 +66,29 @@ def load_double(
                            open_word_index(ws.root, on_progress))
 
 
-def parse_style(text: str) -> dict[str, float]:
-    """`"A=0.7,B=0.3"` → `{"A": 0.7, "B": 0.3}`."""
-    weights: dict[str, float] = {}
+def weighted_names(text: str, malformed: Callable[[str], Exception],
+                   accept: Callable[[float], bool] = lambda weight: True) -> list[tuple[str, float]]:
+    """`"A=0.7,B=0.3"` → `[("A", 0.7), ("B", 0.3)]`; `malformed(item)` is raised for an item that is not
+    NAME=WEIGHT with a number (not NaN) that `accept` takes."""
+    items = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.rpartition("=")
         try:
             weight = float(value)
         except ValueError:
             weight = float("nan")
-        if not sep or not name.strip() or weight != weight:
-            raise GenerationError(f"--style {item!r}: expected RUN=WEIGHT, e.g. --style early=0.7,late=0.3")
-        weights[name.strip()] = weight
+        if not sep or not name.strip() or weight != weight or not accept(weight):
+            raise malformed(item)
+        items.append((name.strip(), weight))
+    return items
+
+
+def parse_style(text: str) -> dict[str, float]:
+    """`"A=0.7,B=0.3"` → `{"A": 0.7, "B": 0.3}`."""
+    def malformed(item: str) -> GenerationError:
+        return GenerationError(f"--style {item!r}: expected RUN=WEIGHT, e.g. --style early=0.7,late=0.3")
+
+    weights = dict(weighted_names(text, malformed))
     if len(weights) < 1:
         raise GenerationError("--style: name at least one run, e.g. --style early=0.7,late=0.3")
     return weights

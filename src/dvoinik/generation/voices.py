@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dvoinik.generation.decoding import Decoding, GenerationError, logits_processors
+from dvoinik.generation.double import weighted_names
 from dvoinik.generation.guard import originality_guard
 from dvoinik.generation.streamer import cut_at_stop
 
@@ -54,16 +55,12 @@ def parse_voice(text: str, voices: dict[str, int]) -> Voice:
         raise GenerationError(f"--voice: name a voice ({_voices_line(voices)})")
     if "=" not in text:
         return {resolve_voice_name(text, voices): 1.0}
+    def malformed(item: str) -> GenerationError:
+        return GenerationError(f"--voice {item!r}: expected NAME=WEIGHT with a weight of 0 or more, "
+                               "e.g. --voice A=0.7,B=0.3")
+
     weights: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.rpartition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = float("nan")
-        if not sep or not name.strip() or weight != weight or weight < 0 or weight == float("inf"):
-            raise GenerationError(f"--voice {item!r}: expected NAME=WEIGHT with a weight of 0 or more, "
-                                  "e.g. --voice A=0.7,B=0.3")
+    for name, weight in weighted_names(text, malformed, accept=lambda w: 0 <= w < float("inf")):
         author = resolve_voice_name(name, voices)
         weights[author] = weights.get(author, 0.0) + weight
     return normalise(weights)
