@@ -30,6 +30,7 @@ from dvoinik.evaluation.ngrams import (
     alphabet_indices,
     choose_alphabet,
     code_points,
+    shift_or,
 )
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
@@ -90,7 +91,7 @@ class DeltaModel:
             ids = [self._word_index.get(w, -1) for w in WORD.findall(norm)]
             known = np.array([i for i in ids if i >= 0], dtype=np.int64)
             word_counts[row] = np.bincount(known, minlength=len(self.words))
-            codes = _ngram_codes(alphabet_indices(norm, self._alphabet_codes), self.char_n)
+            codes = shift_or(alphabet_indices(norm, self._alphabet_codes), self.char_n, ALPHABET_BITS)
             if len(self._char_sorted) and len(codes):
                 pos = np.searchsorted(self._char_sorted, codes)
                 pos[pos == len(self._char_sorted)] = 0
@@ -167,7 +168,7 @@ def count_delta(works: Sequence[Work], settings: DeltaSettings = DeltaSettings()
         char_starts[0] = 0
         indices = alphabet_indices(norm, alphabet_codes)
         author_word_ids[work.author].append(ids)
-        author_codes[work.author].append(np.unique(_ngram_codes(indices, n), return_counts=True))
+        author_codes[work.author].append(np.unique(shift_or(indices, n, ALPHABET_BITS), return_counts=True))
         parsed.append((bounds, ids, indices.astype(np.uint16), char_starts))  # 1023 letters fit; a quarter of the memory
         if on_progress:
             on_progress("counting frequent words and characters", done + 1, len(works))
@@ -213,7 +214,7 @@ def count_delta(works: Sequence[Work], settings: DeltaSettings = DeltaSettings()
         keep = cols >= 0
         word_counts[rows] = np.bincount(word_chunk[keep] * len(vocabulary) + cols[keep],
                                         minlength=k * len(vocabulary)).reshape(k, len(vocabulary))
-        codes = _ngram_codes(indices, n)
+        codes = shift_or(indices, n, ALPHABET_BITS)
         gram_chunk = np.searchsorted(char_starts, np.arange(len(codes)), side="right") - 1
         chunk_ngrams[rows] = np.bincount(gram_chunk, minlength=k)
         if len(char_sorted) and len(codes):
@@ -270,18 +271,6 @@ def _group_sums(labels: np.ndarray, x: np.ndarray, n: int) -> tuple[np.ndarray, 
     if len(starts):
         sums[ordered[starts]] = np.add.reduceat(x[order], starts, axis=0)
     return sums, np.bincount(labels, minlength=n)
-
-
-def _ngram_codes(indices: np.ndarray, n: int) -> np.ndarray:
-    """The code of every character n-gram: its n alphabet numbers packed ALPHABET_BITS apart."""
-    m = len(indices) - n + 1
-    if m <= 0:
-        return np.zeros(0, dtype=np.int64)
-    indices = indices.astype(np.int64, copy=False)
-    codes = np.zeros(m, dtype=np.int64)
-    for k in range(n):
-        codes = (codes << ALPHABET_BITS) | indices[k : k + m]
-    return codes
 
 
 def _code_of(ngram: str, alphabet: str) -> int:

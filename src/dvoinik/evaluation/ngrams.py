@@ -74,8 +74,8 @@ def alphabet_indices(norm: str, alphabet_codes: np.ndarray) -> np.ndarray:
     return np.where(alphabet_codes[pos] == points, pos + 1, 0).astype(np.int64)
 
 
-def packed(indices: np.ndarray, n: int, bits: int) -> np.ndarray:
-    """The code of every run of n consecutive numbers in `indices`, tagged with n."""
+def shift_or(indices: np.ndarray, n: int, bits: int) -> np.ndarray:
+    """The code of every run of n consecutive numbers in `indices`: the n numbers packed `bits` apart."""
     m = len(indices) - n + 1
     if m <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -83,7 +83,12 @@ def packed(indices: np.ndarray, n: int, bits: int) -> np.ndarray:
     codes = np.zeros(m, dtype=np.int64)
     for k in range(n):
         codes = (codes << bits) | indices[k : k + m]
-    return codes | (n << LENGTH_SHIFT)
+    return codes
+
+
+def packed(indices: np.ndarray, n: int, bits: int) -> np.ndarray:
+    """The code of every run of n consecutive numbers in `indices`, tagged with n."""
+    return shift_or(indices, n, bits) | (n << LENGTH_SHIFT)
 
 
 @dataclass(frozen=True)
